@@ -1,0 +1,184 @@
+//! The crate's one error type.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::shard::Shard;
+
+/// The result type of every fallible operation in this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong, as a small matchable enum.
+///
+/// Outcomes that are not failures (a block that is absent, a key already
+/// present) are not errors: they are `Option`s, `bool`s or counts in the
+/// return values. Every variant that touches the filesystem names the path
+/// involved and carries the underlying [`io::Error`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A key is not a valid store key (see [`Key`](crate::Key) for the rules).
+    /// Nothing was written.
+    #[error("invalid key {key:?}: {reason}")]
+    InvalidKey {
+        /// The key as given (possibly shortened for display).
+        key: String,
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
+
+    /// A shard function specification could not be parsed or has a parameter < 1.
+    #[error("invalid shard function {spec:?}: {reason}")]
+    InvalidShard {
+        /// The specification as given.
+        spec: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+
+    /// The store's `SHARDING` file is missing, unreadable as text, or does not
+    /// name a known shard function. The store is not opened and nothing is written.
+    #[error("corrupt SHARDING file {path}: {reason}")]
+    CorruptSharding {
+        /// Path of the `SHARDING` file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// The store exists with one shard function and another was requested explicitly.
+    #[error("store is sharded by {existing}, but {requested} was requested")]
+    ShardingMismatch {
+        /// The shard function recorded in the store's `SHARDING` file.
+        existing: Shard,
+        /// The one given in [`Options::shard`](crate::Options::shard).
+        requested: Shard,
+    },
+
+    /// The directory is not empty and is not a store (it has no `SHARDING` file).
+    /// Nothing was written into it.
+    #[error("{path} is not a flatstore/flatfs store (no SHARDING file) and is not empty")]
+    NotAStore {
+        /// The directory.
+        path: PathBuf,
+    },
+
+    /// The store does not exist and [`Options::create`](crate::Options::create) is off
+    /// (or the store was opened read-only).
+    #[error("no store at {path}")]
+    NoStore {
+        /// The directory.
+        path: PathBuf,
+    },
+
+    /// Another process (or another handle in this one) holds the store's lock.
+    #[error("store {path} is locked by another process")]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+    },
+
+    /// A write was attempted on a store opened read-only.
+    #[error("store is open read-only")]
+    ReadOnly,
+
+    /// A batch was used after an earlier operation on it failed; it can only be
+    /// discarded (or dropped), and its commit will fail.
+    #[error("batch failed earlier: {0}")]
+    BatchFailed(String),
+
+    /// The data does not hash to the multihash of the CID (or key) it was given for.
+    #[error("hash mismatch for {cid}: the data hashes to {actual}")]
+    HashMismatch {
+        /// The CID (or key) the data was supposed to match.
+        cid: String,
+        /// What the data actually hashes to, as a CID/multihash string.
+        actual: String,
+    },
+
+    /// The multihash function is not one this crate can compute.
+    #[error("unsupported hash function 0x{code:x} in {cid}")]
+    UnsupportedHash {
+        /// The multihash code.
+        code: u64,
+        /// The CID that uses it.
+        cid: String,
+    },
+
+    /// A CAR file is malformed or truncated at the given byte offset.
+    #[error("bad CAR at byte offset {offset}: {reason}")]
+    Car {
+        /// Byte offset in the CAR stream where the problem starts.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A block could not be decoded to find its links.
+    #[error("cannot decode block {cid}: {reason}")]
+    Codec {
+        /// The block's CID.
+        cid: String,
+        /// What went wrong.
+        reason: String,
+    },
+
+    /// A block needed (e.g. by a DAG export) is not in the store.
+    #[error("block {cid} is missing from the store")]
+    MissingBlock {
+        /// The missing block's CID.
+        cid: String,
+    },
+
+    /// A batch commit record in `.temp/` could not be parsed. The staging
+    /// directory is left in place for inspection.
+    #[error("corrupt commit record {path}: {reason}")]
+    CorruptCommitRecord {
+        /// Path of the record.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A filesystem operation failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done ("create", "rename", "fsync", ...).
+        op: &'static str,
+        /// The path it was done to.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl Error {
+    /// Builds an [`Error::Io`].
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Error {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// The underlying I/O error kind, if this is an I/O error.
+    pub fn io_kind(&self) -> Option<io::ErrorKind> {
+        match self {
+            Error::Io { source, .. } => Some(source.kind()),
+            _ => None,
+        }
+    }
+}
+
+/// Adds path context to `io::Result`s.
+pub(crate) trait IoContext<T> {
+    fn ctx(self, op: &'static str, path: &Path) -> Result<T>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn ctx(self, op: &'static str, path: &Path) -> Result<T> {
+        self.map_err(|e| Error::io(op, path, e))
+    }
+}

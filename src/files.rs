@@ -1,0 +1,105 @@
+//! Bounded use of file descriptors: a cap on files held open at once, and
+//! retry with backoff when the process runs out of them anyway.
+
+use std::io;
+use std::sync::{Condvar, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use crate::platform;
+
+/// A counting semaphore on open files.
+#[derive(Debug)]
+pub(crate) struct FileGate {
+    limit: usize,
+    used: Mutex<usize>,
+    freed: Condvar,
+}
+
+/// One slot of a [`FileGate`], given back on drop.
+pub(crate) struct Permit<'a>(&'a FileGate);
+
+impl FileGate {
+    /// A gate for `limit` files, or, by default, half the process limit
+    /// (less a few for the caller's own files), between 4 and 1,024.
+    pub(crate) fn new(limit: Option<usize>) -> FileGate {
+        let limit = limit.unwrap_or_else(|| match platform::open_file_limit() {
+            Some(n) => ((n as usize) / 2).saturating_sub(8).clamp(4, 1024),
+            None => 1024,
+        });
+        FileGate {
+            limit,
+            used: Mutex::new(0),
+            freed: Condvar::new(),
+        }
+    }
+
+    pub(crate) fn acquire(&self) -> Permit<'_> {
+        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        while *used >= self.limit {
+            used = self.freed.wait(used).unwrap_or_else(|e| e.into_inner());
+        }
+        *used += 1;
+        Permit(self)
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        let mut used = self.0.used.lock().unwrap_or_else(|e| e.into_inner());
+        *used -= 1;
+        drop(used);
+        self.0.freed.notify_one();
+    }
+}
+
+/// Runs `op`, retrying with exponential backoff (for up to about 30 s) while
+/// it fails because too many files are open.
+pub(crate) fn retry_nofile<T>(mut op: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    let mut delay = Duration::from_millis(1);
+    let mut waited = Duration::ZERO;
+    loop {
+        match op() {
+            Err(e) if platform::is_too_many_files(&e) && waited < Duration::from_secs(30) => {
+                thread::sleep(delay);
+                waited += delay;
+                delay = (delay * 2).min(Duration::from_millis(100));
+            }
+            r => return r,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn gate_caps_concurrency() {
+        let gate = Arc::new(FileGate::new(Some(3)));
+        let peak = Arc::new(Mutex::new((0usize, 0usize)));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (gate, peak) = (gate.clone(), peak.clone());
+                thread::spawn(move || {
+                    for _ in 0..50 {
+                        let _p = gate.acquire();
+                        {
+                            let mut p = peak.lock().unwrap();
+                            p.0 += 1;
+                            p.1 = p.1.max(p.0);
+                        }
+                        thread::yield_now();
+                        peak.lock().unwrap().0 -= 1;
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let p = peak.lock().unwrap();
+        assert!(p.1 <= 3 && p.1 >= 1, "peak {}", p.1);
+    }
+}

@@ -1,0 +1,115 @@
+//! How a store is opened.
+
+use crate::shard::Shard;
+
+/// When data reaches the disk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Durability {
+    /// No fsync at all. A crash of the process loses nothing that returned
+    /// (the kernel has it); a power cut or kernel crash may lose recent writes,
+    /// but never tears a block or half-applies a batch that was committed
+    /// before the last [`Store::sync`](crate::Store::sync).
+    None,
+    /// The default. When `put`, `delete` or `commit` returns, the data and the
+    /// directory entries are on disk: the file is fsynced, then its shard
+    /// directory, and the root when a shard directory was created.
+    #[default]
+    Fsync,
+}
+
+/// Options for [`Store::open`](crate::Store::open). `Options::default()`
+/// creates a store sharded by `next-to-last/2` with [`Durability::Fsync`].
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub(crate) shard: Option<Shard>,
+    pub(crate) durability: Durability,
+    pub(crate) create: bool,
+    pub(crate) read_only: bool,
+    pub(crate) batch_memory: usize,
+    pub(crate) writer_threads: usize,
+    pub(crate) max_open_files: Option<usize>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            shard: None,
+            durability: Durability::Fsync,
+            create: true,
+            read_only: false,
+            batch_memory: 32 << 20,
+            writer_threads: 0,
+            max_open_files: None,
+        }
+    }
+}
+
+impl Options {
+    /// Same as `Options::default()`.
+    pub fn new() -> Options {
+        Options::default()
+    }
+
+    /// The shard function for a new store. For an existing store, asking for a
+    /// different one than its `SHARDING` file records is refused with
+    /// [`Error::ShardingMismatch`](crate::Error::ShardingMismatch); without
+    /// this option an existing store opens with whatever it records.
+    pub fn shard(mut self, shard: Shard) -> Options {
+        self.shard = Some(shard);
+        self
+    }
+
+    /// When data reaches the disk (default [`Durability::Fsync`]).
+    pub fn durability(mut self, durability: Durability) -> Options {
+        self.durability = durability;
+        self
+    }
+
+    /// Whether `open` creates a missing store (default true).
+    pub fn create(mut self, create: bool) -> Options {
+        self.create = create;
+        self
+    }
+
+    /// Open read-only: a shared lock, no recovery, every write refused with
+    /// [`Error::ReadOnly`](crate::Error::ReadOnly). Never creates a store.
+    pub fn read_only(mut self, read_only: bool) -> Options {
+        self.read_only = read_only;
+        self
+    }
+
+    /// Cap on the bytes a batch holds in memory while its writers catch up
+    /// (default 32 MiB); `Batch::put` waits when it is reached.
+    pub fn batch_memory(mut self, bytes: usize) -> Options {
+        self.batch_memory = bytes.max(1);
+        self
+    }
+
+    /// Number of background threads writing batch blocks (default: 8 with
+    /// [`Durability::Fsync`], where threads wait on the disk; otherwise the
+    /// number of CPUs, at least 2).
+    pub fn writer_threads(mut self, threads: usize) -> Options {
+        self.writer_threads = threads;
+        self
+    }
+
+    /// Cap on the files the store holds open at once (default: half of the
+    /// process's open-file limit, at most 1,024).
+    pub fn max_open_files(mut self, files: usize) -> Options {
+        self.max_open_files = Some(files.max(1));
+        self
+    }
+
+    pub(crate) fn effective_writer_threads(&self) -> usize {
+        if self.writer_threads > 0 {
+            return self.writer_threads;
+        }
+        match self.durability {
+            Durability::Fsync => 8,
+            Durability::None => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+                .clamp(2, 8),
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! Platform differences, each behind one small function.
+//!
+//! The rest of the crate calls these and never uses `cfg(unix)` or
+//! `cfg(windows)` itself. Unix (Linux first) and Windows each have a module
+//! exporting the same functions; see each module for how it does the job.
+
+use std::fs::File;
+use std::io;
+use std::path::Path;
+use std::thread;
+use std::time::Duration;
+
+#[cfg(unix)]
+mod unix;
+#[cfg(unix)]
+use unix as imp;
+
+#[cfg(windows)]
+mod windows;
+#[cfg(windows)]
+use windows as imp;
+
+/// Renames `from` to `to` unless `to` exists, in which case it fails with
+/// [`io::ErrorKind::AlreadyExists`] and leaves both files as they were.
+///
+/// Linux: `renameat2(RENAME_NOREPLACE)`, falling back to `link` + `unlink`
+/// on filesystems without it. Windows: `MoveFileExW` without
+/// `MOVEFILE_REPLACE_EXISTING`, retried while another handle blocks it.
+pub(crate) fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    imp::rename_noreplace(from, to)
+}
+
+/// Renames `from` to `to`, replacing `to` if it exists (for metadata files).
+pub(crate) fn rename_replace(from: &Path, to: &Path) -> io::Result<()> {
+    retry_shared(|| std::fs::rename(from, to))
+}
+
+/// Makes the directory's entries durable (fsync of the directory).
+/// A no-op where directories cannot be synced (Windows).
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    imp::sync_dir(dir)
+}
+
+/// Opens a file for reading so that it can still be renamed or deleted by
+/// others while open (`FILE_SHARE_DELETE` on Windows).
+pub(crate) fn open_read(path: &Path) -> io::Result<File> {
+    imp::open_read(path)
+}
+
+/// Creates a new file for writing; fails if it exists. Shared like [`open_read`].
+pub(crate) fn create_new(path: &Path) -> io::Result<File> {
+    imp::create_new(path)
+}
+
+/// Removes a file, retrying while another handle blocks it (Windows).
+pub(crate) fn remove_file(path: &Path) -> io::Result<()> {
+    retry_shared(|| std::fs::remove_file(path))
+}
+
+/// Removes a directory tree, retrying while another handle blocks it (Windows).
+pub(crate) fn remove_dir_all(path: &Path) -> io::Result<()> {
+    retry_shared(|| match std::fs::remove_dir_all(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        r => r,
+    })
+}
+
+/// Flushes every file of the filesystem holding `root`, if the platform can
+/// (Linux `syncfs`). Returns `Ok(false)` where it cannot, and the caller
+/// syncs file by file instead.
+pub(crate) fn sync_filesystem(root: &Path) -> io::Result<bool> {
+    imp::sync_filesystem(root)
+}
+
+/// Whether the error means the process (or system) has too many files open.
+pub(crate) fn is_too_many_files(e: &io::Error) -> bool {
+    imp::is_too_many_files(e)
+}
+
+/// The process's limit on open files, if known.
+pub(crate) fn open_file_limit() -> Option<u64> {
+    imp::open_file_limit()
+}
+
+/// Whether the error is a transient sharing conflict with another handle
+/// (Windows: sharing violation, lock violation, access denied while a file
+/// is being deleted). Always false on Unix.
+pub(crate) fn is_sharing_conflict(e: &io::Error) -> bool {
+    imp::is_sharing_conflict(e)
+}
+
+/// Starts writeback of a freshly written file without waiting for it, so a
+/// later fsync has less to do. Best effort; a no-op where unsupported.
+pub(crate) fn start_writeback(file: &File) {
+    imp::start_writeback(file)
+}
+
+/// Runs `op`, retrying with exponential backoff (about 2 s in all) while it
+/// fails with a sharing conflict.
+pub(crate) fn retry_shared<T>(mut op: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    let mut delay = Duration::from_micros(500);
+    let mut waited = Duration::ZERO;
+    loop {
+        match op() {
+            Err(e) if is_sharing_conflict(&e) && waited < Duration::from_secs(2) => {
+                thread::sleep(delay);
+                waited += delay;
+                delay = (delay * 2).min(Duration::from_millis(200));
+            }
+            r => return r,
+        }
+    }
+}

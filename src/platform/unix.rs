@@ -1,0 +1,112 @@
+//! Unix implementations (Linux first; other Unixes use portable fallbacks).
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set once `renameat2` has been found unsupported, so later calls go
+/// straight to the fallback.
+static NO_RENAMEAT2: AtomicBool = AtomicBool::new(false);
+
+pub(super) fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    if !NO_RENAMEAT2.load(Ordering::Relaxed) {
+        use std::ffi::CString;
+        use std::os::unix::ffi::OsStrExt;
+        let f = CString::new(from.as_os_str().as_bytes())?;
+        let t = CString::new(to.as_os_str().as_bytes())?;
+        // SAFETY: both pointers are valid NUL-terminated strings for the call.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_renameat2,
+                libc::AT_FDCWD,
+                f.as_ptr(),
+                libc::AT_FDCWD,
+                t.as_ptr(),
+                libc::RENAME_NOREPLACE,
+            )
+        };
+        if r == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINVAL) | Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP) => {
+                NO_RENAMEAT2.store(true, Ordering::Relaxed);
+            }
+            _ => return Err(e),
+        }
+    }
+    let _ = &NO_RENAMEAT2;
+    // Fallback: link refuses an existing target; then drop the old name.
+    std::fs::hard_link(from, to)?;
+    std::fs::remove_file(from)
+}
+
+pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+pub(super) fn open_read(path: &Path) -> io::Result<File> {
+    File::open(path)
+}
+
+pub(super) fn create_new(path: &Path) -> io::Result<File> {
+    OpenOptions::new().write(true).create_new(true).open(path)
+}
+
+pub(super) fn sync_filesystem(root: &Path) -> io::Result<bool> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let dir = File::open(root)?;
+        // SAFETY: the descriptor is valid for the duration of the call.
+        if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(true)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = root;
+        Ok(false)
+    }
+}
+
+pub(super) fn is_too_many_files(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
+}
+
+pub(super) fn open_file_limit() -> Option<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return None;
+    }
+    if lim.rlim_cur == libc::RLIM_INFINITY {
+        None
+    } else {
+        Some(lim.rlim_cur as u64)
+    }
+}
+
+pub(super) fn is_sharing_conflict(_e: &io::Error) -> bool {
+    false
+}
+
+pub(super) fn start_writeback(file: &File) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: valid descriptor; the call only schedules writeback.
+        unsafe {
+            libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = file;
+}

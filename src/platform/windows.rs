@@ -1,0 +1,79 @@
+//! Windows implementations.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::windows::ffi::OsStrExt;
+use std::os::windows::fs::OpenOptionsExt;
+use std::path::Path;
+
+use windows_sys::Win32::Foundation::{
+    ERROR_ACCESS_DENIED, ERROR_LOCK_VIOLATION, ERROR_SHARING_VIOLATION, ERROR_TOO_MANY_OPEN_FILES,
+};
+use windows_sys::Win32::Storage::FileSystem::{
+    MoveFileExW, FILE_SHARE_DELETE, FILE_SHARE_READ, FILE_SHARE_WRITE,
+};
+
+const SHARE_ALL: u32 = FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE;
+
+fn wide(p: &Path) -> Vec<u16> {
+    p.as_os_str().encode_wide().chain(Some(0)).collect()
+}
+
+pub(super) fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    let (f, t) = (wide(from), wide(to));
+    super::retry_shared(|| {
+        // Without MOVEFILE_REPLACE_EXISTING the move fails if `to` exists.
+        // SAFETY: both are valid NUL-terminated wide strings.
+        let ok = unsafe { MoveFileExW(f.as_ptr(), t.as_ptr(), 0) };
+        if ok != 0 {
+            Ok(())
+        } else {
+            let e = io::Error::last_os_error();
+            // ERROR_ALREADY_EXISTS / ERROR_FILE_EXISTS map to AlreadyExists in std.
+            Err(e)
+        }
+    })
+}
+
+pub(super) fn sync_dir(_dir: &Path) -> io::Result<()> {
+    // Directories cannot be flushed on Windows; NTFS journals the metadata.
+    Ok(())
+}
+
+pub(super) fn open_read(path: &Path) -> io::Result<File> {
+    super::retry_shared(|| {
+        OpenOptions::new()
+            .read(true)
+            .share_mode(SHARE_ALL)
+            .open(path)
+    })
+}
+
+pub(super) fn create_new(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .share_mode(SHARE_ALL)
+        .open(path)
+}
+
+pub(super) fn sync_filesystem(_root: &Path) -> io::Result<bool> {
+    Ok(false)
+}
+
+pub(super) fn is_too_many_files(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(ERROR_TOO_MANY_OPEN_FILES as i32)
+}
+
+pub(super) fn open_file_limit() -> Option<u64> {
+    None
+}
+
+pub(super) fn is_sharing_conflict(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error().map(|c| c as u32),
+        Some(ERROR_SHARING_VIOLATION) | Some(ERROR_LOCK_VIOLATION) | Some(ERROR_ACCESS_DENIED)
+    )
+}
+
+pub(super) fn start_writeback(_file: &File) {}

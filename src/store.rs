@@ -1,0 +1,670 @@
+//! The store: opening, single-block operations, listing, counters.
+
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::io::{self, ErrorKind, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use crate::batch::Batch;
+use crate::error::{Error, IoContext, Result};
+use crate::files::{retry_nofile, FileGate};
+use crate::key::Key;
+use crate::layout::{self, Layout, LOCK, README, SHARDING, TEMP};
+use crate::listing::Listing;
+use crate::options::{Durability, Options};
+use crate::platform;
+use crate::pool::WriterPool;
+use crate::recovery;
+use crate::shard::Shard;
+use crate::usage::{self, Recount, Stats, Usage};
+
+/// A flat-filesystem block store: one file per block in a sharded directory tree.
+///
+/// # On-disk format
+/// `ROOT/<SHARD>/<KEY>.data` per block, `ROOT/SHARDING` naming the shard
+/// function, `ROOT/.temp/` for writes in progress, `ROOT/diskUsage.cache`
+/// for the counters: byte-compatible with go-ds-flatfs v0.6, so a Kubo
+/// `blocks/` directory opens as it is, and a store made here opens in Kubo.
+///
+/// # Durability
+/// With [`Durability::Fsync`] (the default), when [`put`](Store::put),
+/// [`delete`](Store::delete) or [`Batch::commit`] returns, the change is on
+/// disk. With [`Durability::None`] a process crash loses nothing that
+/// returned, a power cut may; [`sync`](Store::sync) makes everything durable.
+/// In either mode a reader never sees a partial block, and a batch is all or
+/// nothing across crashes.
+///
+/// # Concurrency
+/// `Store` is a cheap `Clone + Send + Sync` handle; any number of threads may
+/// use it at once. Writes are content-addressed: the first writer of a key
+/// wins and an existing block is never rewritten (delete it first to replace
+/// it). One process at a time may open a store read-write (an exclusive lock
+/// on `ROOT/.lock`); the lock is released when the last handle (store clone or
+/// batch) is dropped.
+///
+/// # Errors
+/// Every failure is an [`Error`] naming the key or path involved. Bad input
+/// (an invalid key, a corrupt `SHARDING`) changes nothing on disk, and nothing
+/// is ever written outside the root.
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) layout: Layout,
+    pub(crate) options: Options,
+    pub(crate) usage: Arc<Usage>,
+    pub(crate) gate: FileGate,
+    temp_seq: AtomicU64,
+    /// Shard directories whose own entry in the root is known to be durable.
+    durable_dirs: Mutex<HashSet<String>>,
+    pool: OnceLock<WriterPool>,
+    recount: Mutex<Option<Recount>>,
+    closed: std::sync::atomic::AtomicBool,
+    _lock: Option<File>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("root", &self.inner.layout.root)
+            .field("shard", &self.inner.layout.shard)
+            .field("durability", &self.inner.options.durability)
+            .field("read_only", &self.inner.options.read_only)
+            .finish()
+    }
+}
+
+/// A block being read, from [`Store::reader`]: a file handle that can still
+/// be renamed or deleted by others while open.
+#[derive(Debug)]
+pub struct BlockReader {
+    file: File,
+    len: u64,
+}
+
+impl BlockReader {
+    /// The block's size in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the block is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Read for BlockReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.file.read(buf)
+    }
+}
+
+impl Seek for BlockReader {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        self.file.seek(pos)
+    }
+}
+
+/// Whether a publish wrote the block or found it already present.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Published {
+    Written,
+    AlreadyPresent,
+}
+
+impl Store {
+    /// Opens the store at `root`, creating it if it is missing or an empty
+    /// directory (unless [`Options::create`] is off).
+    ///
+    /// Opening takes the store's lock, checks `SHARDING`, finishes or removes
+    /// what a crash left in `.temp/` (committed batches are rolled forward,
+    /// uncommitted ones removed), and loads the counters. It never walks the
+    /// tree when `diskUsage.cache` is trustworthy; otherwise the counters are
+    /// recomputed in the background and [`Stats::accuracy`] says so.
+    ///
+    /// # Errors
+    /// - [`Error::Locked`]: another process has the store open.
+    /// - [`Error::CorruptSharding`]: `SHARDING` is unreadable or unknown.
+    /// - [`Error::ShardingMismatch`]: [`Options::shard`] differs from `SHARDING`.
+    /// - [`Error::NotAStore`]: a non-empty directory without `SHARDING`
+    ///   (nothing is written into it).
+    /// - [`Error::NoStore`]: missing, and creation is off or read-only.
+    /// - [`Error::InvalidShard`]: the requested shard parameter is < 1.
+    /// - [`Error::Io`]: the filesystem failed.
+    pub fn open(root: impl AsRef<Path>, options: Options) -> Result<Store> {
+        let root = root.as_ref().to_path_buf();
+        if let Some(s) = &options.shard {
+            s.validate()?;
+        }
+        let existing = match fs::metadata(&root) {
+            Ok(m) if m.is_dir() => layout::read_sharding(&root)?,
+            Ok(_) => return Err(Error::NotAStore { path: root }),
+            Err(e) if e.kind() == ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::io("stat", &root, e)),
+        };
+        let shard = match existing {
+            Some(shard) => {
+                if let Some(req) = options.shard {
+                    if req != shard {
+                        return Err(Error::ShardingMismatch {
+                            existing: shard,
+                            requested: req,
+                        });
+                    }
+                }
+                shard
+            }
+            None => {
+                if !options.create || options.read_only {
+                    return Err(Error::NoStore { path: root });
+                }
+                check_creatable(&root)?;
+                options.shard.unwrap_or_default()
+            }
+        };
+        fs::create_dir_all(&root).ctx("create directory", &root)?;
+        let lock = crate::lock::acquire(&root, !options.read_only)?;
+        let durable = options.durability == Durability::Fsync;
+        // Under the lock: create the store if nobody did meanwhile.
+        let shard = if existing.is_none() {
+            match layout::read_sharding(&root)? {
+                Some(s) => s,
+                None => {
+                    check_creatable(&root)?;
+                    create_files(&root, &shard, durable)?;
+                    shard
+                }
+            }
+        } else {
+            shard
+        };
+        let layout = Layout::new(root, shard);
+        if !options.read_only {
+            match fs::create_dir(&layout.temp) {
+                Ok(()) if durable => platform::sync_dir(&layout.root).ctx("fsync", &layout.root)?,
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(Error::io("create directory", &layout.temp, e)),
+            }
+        }
+        let loaded = usage::load(&layout, options.read_only, durable)?;
+        let inner = Arc::new(Inner {
+            gate: FileGate::new(options.max_open_files),
+            layout,
+            options,
+            usage: loaded.usage,
+            temp_seq: AtomicU64::new(0),
+            durable_dirs: Mutex::new(HashSet::new()),
+            pool: OnceLock::new(),
+            recount: Mutex::new(None),
+            closed: std::sync::atomic::AtomicBool::new(false),
+            _lock: lock,
+        });
+        let store = Store { inner };
+        if !store.inner.options.read_only {
+            recovery::recover(&store)?;
+        }
+        // Start the recount only after recovery has finished its changes.
+        if loaded.stale {
+            let recount = usage::start_recount(&store.inner.layout, &store.inner.usage)?;
+            *store
+                .inner
+                .recount
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(recount);
+        }
+        Ok(store)
+    }
+
+    /// The store's root directory.
+    pub fn root(&self) -> &Path {
+        &self.inner.layout.root
+    }
+
+    /// The store's shard function.
+    pub fn shard(&self) -> Shard {
+        self.inner.layout.shard
+    }
+
+    /// The durability the store was opened with.
+    pub fn durability(&self) -> Durability {
+        self.inner.options.durability
+    }
+
+    /// The path of `key`'s block file (whether or not it exists).
+    pub fn block_path(&self, key: &Key) -> PathBuf {
+        self.inner.layout.block_path(key)
+    }
+
+    pub(crate) fn layout(&self) -> &Layout {
+        &self.inner.layout
+    }
+
+    pub(crate) fn durable(&self) -> bool {
+        self.inner.options.durability == Durability::Fsync
+    }
+
+    pub(crate) fn check_writable(&self) -> Result<()> {
+        if self.inner.options.read_only {
+            Err(Error::ReadOnly)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Stores `data` under `key`.
+    ///
+    /// The block is written to a temp file and renamed into place with a
+    /// rename that never replaces: if `key` is already present (or another
+    /// writer wins the race), the existing block is kept and this succeeds
+    /// without rewriting it. Readers never see a partial block.
+    ///
+    /// # Durability
+    /// Under [`Durability::Fsync`] the file, its shard directory and (for a new
+    /// shard directory) the root are fsynced before this returns.
+    ///
+    /// # Errors
+    /// [`Error::ReadOnly`], or [`Error::Io`] naming the file (a full disk, for
+    /// example); the store is unchanged and no temp file is left behind.
+    pub fn put(&self, key: &Key, data: &[u8]) -> Result<()> {
+        self.put_with(key, |f| f.write_all(data).map(|()| data.len() as u64))
+            .map(|_| ())
+    }
+
+    /// Stores the bytes of `reader` under `key`, streaming them to disk: the
+    /// block is never held in memory. Returns the number of bytes read.
+    /// Same promises as [`put`](Store::put).
+    pub fn put_reader(&self, key: &Key, mut reader: impl Read) -> Result<u64> {
+        self.put_with(key, |f| io::copy(&mut reader, f))
+            .map(|(n, _)| n)
+    }
+
+    /// Writes a temp file with `fill`, then publishes it under `key`.
+    pub(crate) fn put_with(
+        &self,
+        key: &Key,
+        fill: impl FnOnce(&mut File) -> io::Result<u64>,
+    ) -> Result<(u64, Published)> {
+        self.check_writable()?;
+        let _permit = self.inner.gate.acquire();
+        let tmp = self.temp_path("put");
+        let size = write_file(&tmp, fill, self.durable())?;
+        match self.publish(&tmp, key, size) {
+            Ok(p) => {
+                if p == Published::Written && self.durable() {
+                    self.sync_shard_dir(key)?;
+                }
+                Ok((size, p))
+            }
+            Err(e) => {
+                let _ = platform::remove_file(&tmp);
+                Err(e)
+            }
+        }
+    }
+
+    /// A fresh path in `.temp/` for a single operation.
+    pub(crate) fn temp_path(&self, kind: &str) -> PathBuf {
+        let n = self.inner.temp_seq.fetch_add(1, Ordering::Relaxed);
+        self.inner.layout.temp.join(format!("{kind}-{n}"))
+    }
+
+    /// Renames a complete file at `from` into `key`'s place without replacing,
+    /// creating the shard directory if needed, and counts it. The caller
+    /// fsyncs the shard directory when durability asks for it. When the key
+    /// is already present, `from` is removed.
+    pub(crate) fn publish(&self, from: &Path, key: &Key, size: u64) -> Result<Published> {
+        let dest = self.inner.layout.block_path(key);
+        let mut created_dir = false;
+        loop {
+            match platform::rename_noreplace(from, &dest) {
+                Ok(()) => {
+                    self.inner.usage.add(1, size as i64);
+                    return Ok(Published::Written);
+                }
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                    platform::remove_file(from).ctx("remove", from)?;
+                    return Ok(Published::AlreadyPresent);
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound && !created_dir => {
+                    self.create_shard_dir(key)?;
+                    created_dir = true;
+                }
+                Err(e) => return Err(Error::io("rename", dest, e)),
+            }
+        }
+    }
+
+    /// Creates `key`'s shard directory if missing; under Fsync, makes its
+    /// entry in the root durable.
+    fn create_shard_dir(&self, key: &Key) -> Result<()> {
+        let dir = self.inner.layout.shard_dir(key);
+        match fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error::io("create directory", dir, e)),
+        }
+        Ok(())
+    }
+
+    /// Fsyncs `key`'s shard directory, and the root the first time this
+    /// handle touches that directory (its entry in the root may be new).
+    pub(crate) fn sync_shard_dir(&self, key: &Key) -> Result<()> {
+        let name = self.inner.layout.shard.dir(key);
+        self.sync_shard_dir_named(&name)
+    }
+
+    pub(crate) fn sync_shard_dir_named(&self, name: &str) -> Result<()> {
+        let dir = self.inner.layout.shard_dir_named(name);
+        retry_nofile(|| platform::sync_dir(&dir)).ctx("fsync", &dir)?;
+        self.ensure_dir_entry_durable(name)
+    }
+
+    fn ensure_dir_entry_durable(&self, name: &str) -> Result<()> {
+        let known = self
+            .inner
+            .durable_dirs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(name);
+        if !known {
+            let root = &self.inner.layout.root;
+            retry_nofile(|| platform::sync_dir(root)).ctx("fsync", root)?;
+            self.inner
+                .durable_dirs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(name.to_string());
+        }
+        Ok(())
+    }
+
+    /// Reads the whole block, or `None` if it is absent.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the file exists but cannot be read.
+    pub fn get(&self, key: &Key) -> Result<Option<Vec<u8>>> {
+        let path = self.inner.layout.block_path(key);
+        let _permit = self.inner.gate.acquire();
+        let Some(mut f) = self.open_block(&path)? else {
+            return Ok(None);
+        };
+        let len = f.metadata().ctx("stat", &path)?.len();
+        let mut buf = Vec::with_capacity(len as usize);
+        f.read_to_end(&mut buf).ctx("read", &path)?;
+        Ok(Some(buf))
+    }
+
+    fn open_block(&self, path: &Path) -> Result<Option<File>> {
+        match retry_nofile(|| platform::open_read(path)) {
+            Ok(f) => Ok(Some(f)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("open", path, e)),
+        }
+    }
+
+    /// Reads up to `len` bytes from `offset`; the range is clipped to the end
+    /// of the block (a range past the end reads as empty). `None` if absent.
+    pub fn get_range(&self, key: &Key, offset: u64, len: u64) -> Result<Option<Vec<u8>>> {
+        let path = self.inner.layout.block_path(key);
+        let _permit = self.inner.gate.acquire();
+        let Some(mut f) = self.open_block(&path)? else {
+            return Ok(None);
+        };
+        let size = f.metadata().ctx("stat", &path)?.len();
+        let start = offset.min(size);
+        let want = len.min(size - start);
+        f.seek(SeekFrom::Start(start)).ctx("seek", &path)?;
+        let mut buf = Vec::with_capacity(want as usize);
+        f.take(want).read_to_end(&mut buf).ctx("read", &path)?;
+        Ok(Some(buf))
+    }
+
+    /// Opens the block for streaming reads, or `None` if it is absent. The
+    /// handle does not stop others from deleting the block meanwhile (the
+    /// reader keeps reading the whole, old data).
+    pub fn reader(&self, key: &Key) -> Result<Option<BlockReader>> {
+        let path = self.inner.layout.block_path(key);
+        let Some(file) = self.open_block(&path)? else {
+            return Ok(None);
+        };
+        let len = file.metadata().ctx("stat", &path)?.len();
+        Ok(Some(BlockReader { file, len }))
+    }
+
+    /// Whether the block is present.
+    pub fn has(&self, key: &Key) -> Result<bool> {
+        Ok(self.size(key)?.is_some())
+    }
+
+    /// The block's size in bytes, or `None` if it is absent.
+    pub fn size(&self, key: &Key) -> Result<Option<u64>> {
+        let path = self.inner.layout.block_path(key);
+        match fs::metadata(&path) {
+            Ok(m) if m.is_file() => Ok(Some(m.len())),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("stat", path, e)),
+        }
+    }
+
+    /// Deletes the block; returns whether it existed. Idempotent.
+    ///
+    /// # Durability
+    /// Under [`Durability::Fsync`] the shard directory is fsynced before this
+    /// returns, so the block stays deleted across a power cut.
+    pub fn delete(&self, key: &Key) -> Result<bool> {
+        self.check_writable()?;
+        let deleted = self.delete_unsynced(key)?;
+        if deleted && self.durable() {
+            self.sync_shard_dir(key)?;
+        }
+        Ok(deleted)
+    }
+
+    /// Deletes without fsync; returns whether the block existed.
+    ///
+    /// The block is first renamed into `.temp/` (only one of several racing
+    /// deleters succeeds), so its size is counted exactly once.
+    pub(crate) fn delete_unsynced(&self, key: &Key) -> Result<bool> {
+        let path = self.inner.layout.block_path(key);
+        let trash = self.temp_path("del");
+        let _permit = self.inner.gate.acquire();
+        match platform::rename_replace(&path, &trash) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(Error::io("delete", path, e)),
+        }
+        let size = fs::metadata(&trash).map(|m| m.len()).unwrap_or(0);
+        self.inner.usage.add(-1, -(size as i64));
+        platform::remove_file(&trash).ctx("remove", &trash)?;
+        Ok(true)
+    }
+
+    /// Streams the keys of every block, one shard directory at a time (the
+    /// whole store is never held in memory). Foreign files, dot-files, temp
+    /// files and files in the wrong shard directory are skipped. Blocks added
+    /// or deleted during the listing may or may not be seen.
+    pub fn keys(&self) -> Keys {
+        Keys(Listing::new(self.inner.layout.clone(), false))
+    }
+
+    /// Like [`keys`](Store::keys), with each block's size.
+    pub fn entries(&self) -> Entries {
+        Entries(Listing::new(self.inner.layout.clone(), true))
+    }
+
+    /// Starts an atomic batch (see [`Batch`]).
+    ///
+    /// # Errors
+    /// [`Error::ReadOnly`], or [`Error::Io`] if the staging directory cannot be made.
+    pub fn batch(&self) -> Result<Batch> {
+        self.check_writable()?;
+        Batch::new(self.clone())
+    }
+
+    /// The block count and total size. Exact unless [`Stats::accuracy`] says
+    /// otherwise (after an unclean shutdown, until the background recount ends).
+    pub fn stats(&self) -> Stats {
+        self.inner.usage.stats()
+    }
+
+    /// Makes everything written so far durable, whatever the durability
+    /// option: `syncfs` on Linux; elsewhere every block file and directory is
+    /// fsynced.
+    pub fn sync(&self) -> Result<()> {
+        let root = &self.inner.layout.root;
+        if platform::sync_filesystem(root).ctx("sync", root)? {
+            return Ok(());
+        }
+        for dir in crate::listing::shard_dirs(&self.inner.layout)? {
+            let path = self.inner.layout.shard_dir_named(&dir);
+            for entry in fs::read_dir(&path).ctx("read directory", &path)? {
+                let entry = entry.ctx("read directory", &path)?;
+                let p = entry.path();
+                if entry.file_type().map(|t| t.is_file()).unwrap_or(false) {
+                    let f = retry_nofile(|| fs::OpenOptions::new().write(true).open(&p));
+                    if let Ok(f) = f {
+                        f.sync_all().ctx("fsync", &p)?;
+                    }
+                }
+            }
+            platform::sync_dir(&path).ctx("fsync", &path)?;
+        }
+        platform::sync_dir(root).ctx("fsync", root)
+    }
+
+    /// Closes this handle. When it is the last one (no clones, no open
+    /// batches), the counters are persisted to `diskUsage.cache` and the lock
+    /// is released; errors that dropping would have to swallow are reported.
+    pub fn close(self) -> Result<()> {
+        match Arc::try_unwrap(self.inner) {
+            Ok(inner) => inner.shutdown(),
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// The writer pool shared by this store's batches.
+    pub(crate) fn pool(&self) -> &WriterPool {
+        self.inner
+            .pool
+            .get_or_init(|| WriterPool::new(self.inner.options.effective_writer_threads()))
+    }
+}
+
+impl Inner {
+    fn shutdown(&self) -> Result<()> {
+        if self.closed.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        // Stop a running recount first: its figures would be incomplete.
+        drop(
+            self.recount
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(),
+        );
+        if self.options.read_only {
+            return Ok(());
+        }
+        usage::persist(
+            &self.layout,
+            &self.usage,
+            self.options.durability == Durability::Fsync,
+        )
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}
+
+/// Writes a new file at `path` with `fill`, fsyncing it when `durable`.
+/// On failure the file is removed.
+pub(crate) fn write_file(
+    path: &Path,
+    fill: impl FnOnce(&mut File) -> io::Result<u64>,
+    durable: bool,
+) -> Result<u64> {
+    let mut f = retry_nofile(|| platform::create_new(path)).ctx("create", path)?;
+    let result = fill(&mut f).ctx("write", path).and_then(|n| {
+        if durable {
+            f.sync_data().ctx("fsync", path)?;
+        }
+        Ok(n)
+    });
+    drop(f);
+    if result.is_err() {
+        let _ = platform::remove_file(path);
+    }
+    result
+}
+
+/// Refuses to create a store in a non-empty directory that is not one. The
+/// lock file and our own temp files from an interrupted creation are allowed.
+fn check_creatable(root: &Path) -> Result<()> {
+    let rd = match fs::read_dir(root) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io("read directory", root, e)),
+    };
+    for entry in rd {
+        let entry = entry.ctx("read directory", root)?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let ours =
+            name == LOCK || name == TEMP || name == README || name.starts_with(".SHARDING.tmp");
+        if !ours {
+            return Err(Error::NotAStore {
+                path: root.to_path_buf(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Writes `SHARDING` (atomically, first: once it exists the directory is a
+/// store) and `_README` into a new store.
+fn create_files(root: &Path, shard: &Shard, durable: bool) -> Result<()> {
+    layout::write_atomic(
+        root,
+        SHARDING,
+        shard.sharding_file().as_bytes(),
+        false,
+        durable,
+    )?;
+    layout::write_atomic(
+        root,
+        README,
+        layout::readme_text(shard).as_bytes(),
+        true,
+        durable,
+    )
+}
+
+/// Iterator over a store's keys, from [`Store::keys`].
+pub struct Keys(Listing);
+
+impl Iterator for Keys {
+    type Item = Result<Key>;
+    fn next(&mut self) -> Option<Result<Key>> {
+        self.0.next().map(|r| r.map(|(k, _)| k))
+    }
+}
+
+/// Iterator over a store's keys and block sizes, from [`Store::entries`].
+pub struct Entries(Listing);
+
+impl Iterator for Entries {
+    type Item = Result<(Key, u64)>;
+    fn next(&mut self) -> Option<Result<(Key, u64)>> {
+        self.0.next()
+    }
+}
