@@ -32,6 +32,7 @@ pub(crate) const DISK_USAGE: &str = "diskUsage.cache";
 /// Lock file.
 pub(crate) const LOCK: &str = ".lock";
 /// Where `verify --repair` moves damaged blocks.
+#[allow(dead_code)]
 pub(crate) const QUARANTINE: &str = ".quarantine";
 
 /// Builds the paths of one store.
@@ -73,10 +74,6 @@ impl Layout {
         rel.push_str(DATA_EXT);
         s.push(rel);
         PathBuf::from(s)
-    }
-
-    pub(crate) fn sharding_path(&self) -> PathBuf {
-        self.root.join(SHARDING)
     }
 
     pub(crate) fn disk_usage_path(&self) -> PathBuf {

@@ -52,7 +52,8 @@ fn run_sequence(
 #[test]
 fn put_delete_sequence_table() {
     let (one, two): (&[u8], &[u8]) = (b"1", b"22");
-    let table: &[(Option<&[u8]>, &[Option<&[u8]>], Option<&[u8]>)] = &[
+    type Value<'a> = Option<&'a [u8]>;
+    let table: &[(Value, &[Value], Value)] = &[
         // (stored before, ops, expected after)
         (None, &[Some(one)], Some(one)),
         (None, &[Some(one), Some(two)], Some(one)), // first put wins

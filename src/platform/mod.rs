@@ -89,12 +89,6 @@ pub(crate) fn is_sharing_conflict(e: &io::Error) -> bool {
     imp::is_sharing_conflict(e)
 }
 
-/// Starts writeback of a freshly written file without waiting for it, so a
-/// later fsync has less to do. Best effort; a no-op where unsupported.
-pub(crate) fn start_writeback(file: &File) {
-    imp::start_writeback(file)
-}
-
 /// Runs `op`, retrying with exponential backoff (about 2 s in all) while it
 /// fails with a sharing conflict.
 pub(crate) fn retry_shared<T>(mut op: impl FnMut() -> io::Result<T>) -> io::Result<T> {
