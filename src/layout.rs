@@ -11,7 +11,7 @@
 //! ```
 
 use std::fs;
-use std::io::{ErrorKind, Write};
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
@@ -114,9 +114,9 @@ pub(crate) fn write_atomic(
     let result = (|| {
         let _ = fs::remove_file(&tmp);
         let mut f = platform::create_new(&tmp).ctx("create", &tmp)?;
-        f.write_all(data).ctx("write", &tmp)?;
+        platform::write_all(&mut f, data).ctx("write", &tmp)?;
         if durable {
-            f.sync_all().ctx("fsync", &tmp)?;
+            platform::sync_file(&f).ctx("fsync", &tmp)?;
         }
         drop(f);
         if replace {

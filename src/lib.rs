@@ -25,6 +25,10 @@
 
 mod batch;
 mod error;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
+#[cfg(not(feature = "fault-injection"))]
+mod fault;
 mod files;
 mod key;
 mod layout;

@@ -90,7 +90,7 @@ pub(crate) fn run(
     let mut touched: HashSet<String> = HashSet::new();
     let mut seen = 0u64;
     let mut dirs: Vec<String> = Vec::new();
-    for entry in fs::read_dir(root).ctx("read directory", root)? {
+    for entry in platform::read_dir(root).ctx("read directory", root)? {
         let entry = entry.ctx("read directory", root)?;
         let Ok(name) = entry.file_name().into_string() else {
             continue;
@@ -103,7 +103,7 @@ pub(crate) fn run(
     dirs.sort();
     for dir in &dirs {
         let dir_path = root.join(dir);
-        let names: Vec<String> = fs::read_dir(&dir_path)
+        let names: Vec<String> = platform::read_dir(&dir_path)
             .ctx("read directory", &dir_path)?
             .filter_map(|e| e.ok()?.file_name().into_string().ok())
             .collect();
@@ -124,7 +124,7 @@ pub(crate) fn run(
             let src = dir_path.join(&name);
             let dest_dir = root.join(&new_dir);
             let dest = dest_dir.join(&name);
-            match fs::create_dir(&dest_dir) {
+            match platform::create_dir(&dest_dir) {
                 Ok(()) => {
                     touched.insert(String::new()); // the root gained an entry
                 }

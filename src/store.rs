@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 use std::fs::{self, File};
-use std::io::{self, ErrorKind, Read, Seek, SeekFrom, Write};
+use std::io::{self, ErrorKind, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -186,7 +186,7 @@ impl Store {
         }
         let layout = Layout::new(root, shard);
         if !options.read_only {
-            match fs::create_dir(&layout.temp) {
+            match platform::create_dir(&layout.temp) {
                 Ok(()) if durable => platform::sync_dir(&layout.root).ctx("fsync", &layout.root)?,
                 Ok(()) => {}
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
@@ -273,15 +273,17 @@ impl Store {
     /// [`Error::ReadOnly`], or [`Error::Io`] naming the file (a full disk, for
     /// example); the store is unchanged and no temp file is left behind.
     pub fn put(&self, key: &Key, data: &[u8]) -> Result<()> {
-        self.put_with(key, |f| f.write_all(data).map(|()| data.len() as u64))
-            .map(|_| ())
+        self.put_with(key, |f| {
+            platform::write_all(f, data).map(|()| data.len() as u64)
+        })
+        .map(|_| ())
     }
 
     /// Stores the bytes of `reader` under `key`, streaming them to disk: the
     /// block is never held in memory. Returns the number of bytes read.
     /// Same promises as [`put`](Store::put).
     pub fn put_reader(&self, key: &Key, mut reader: impl Read) -> Result<u64> {
-        self.put_with(key, |f| io::copy(&mut reader, f))
+        self.put_with(key, |f| platform::copy_into(&mut reader, f))
             .map(|(n, _)| n)
     }
 
@@ -345,7 +347,7 @@ impl Store {
     /// entry in the root durable.
     fn create_shard_dir(&self, key: &Key) -> Result<()> {
         let dir = self.inner.layout.shard_dir(key);
-        match fs::create_dir(&dir) {
+        match platform::create_dir(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
             Err(e) => return Err(Error::io("create directory", dir, e)),
@@ -646,7 +648,7 @@ pub(crate) fn write_file(
     let mut f = retry_nofile(|| platform::create_new(path)).ctx("create", path)?;
     let result = fill(&mut f).ctx("write", path).and_then(|n| {
         if durable {
-            f.sync_data().ctx("fsync", path)?;
+            platform::sync_file(&f).ctx("fsync", path)?;
         }
         Ok(n)
     });
