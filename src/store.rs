@@ -155,6 +155,7 @@ impl Store {
             check_creatable(&root)?;
             fs::create_dir_all(&root).ctx("create directory", &root)?;
         }
+        let root = platform::store_root(&root).ctx("resolve", &root)?;
         let lock = crate::lock::acquire(&root, !options.read_only)?;
         let durable = options.durability == Durability::Fsync;
         // Under the lock: finish an interrupted reshard, or create the store

@@ -195,3 +195,35 @@ fn opens_a_go_ds_flatfs_store() {
     assert_eq!(v["diskUsage"], bytes);
     assert_eq!(v["accuracy"], "initial-exact");
 }
+
+/// Shard directories named like Windows devices (`prefix/3` of `CONX` is
+/// `CON`) work like any other, on every platform.
+#[test]
+fn device_named_shard_directories_work() {
+    for (shard, keys) in [
+        (Shard::Prefix(3), &["CONX", "AUXQ", "NULA", "PRN1"][..]),
+        (Shard::Prefix(4), &["COM1X", "LPT1A"][..]),
+        (Shard::Suffix(3), &["XCON", "QAUX"][..]),
+    ] {
+        let dir = tempdir();
+        let store = Store::open(dir.path().join("s"), Options::default().shard(shard)).unwrap();
+        let b = store.batch().unwrap();
+        for k in keys {
+            let key = Key::new(k).unwrap();
+            store.put(&key, k.as_bytes()).unwrap();
+            b.put(&Key::new(&format!("{k}B")).unwrap(), b"batch")
+                .unwrap();
+        }
+        b.commit().unwrap();
+        for k in keys {
+            let key = Key::new(k).unwrap();
+            assert_eq!(store.get(&key).unwrap().unwrap(), k.as_bytes());
+            assert_eq!(store.size(&key).unwrap(), Some(k.len() as u64));
+        }
+        assert_eq!(common::keys(&store).len(), keys.len() * 2);
+        for k in keys {
+            assert!(store.delete(&Key::new(k).unwrap()).unwrap());
+        }
+        assert_eq!(common::keys(&store).len(), keys.len());
+    }
+}

@@ -1,11 +1,11 @@
 //! A batch of 2 GiB runs in bounded memory (Linux: peak RSS from /proc).
+#![cfg(target_os = "linux")]
 
 mod common;
 
 use common::child::{self, spawn};
 use flatstore::{Durability, Key, Options, Store};
 
-#[cfg(target_os = "linux")]
 fn peak_rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
@@ -18,7 +18,6 @@ fn peak_rss_kib() -> u64 {
 #[ignore = "child process entry point"]
 fn child_big_batch() {
     let Some(root) = child::arg() else { return };
-    #[cfg(target_os = "linux")]
     {
         let store = Store::open(&root, Options::default().durability(Durability::None)).unwrap();
         let batch = store.batch().unwrap();
@@ -36,7 +35,6 @@ fn child_big_batch() {
     }
 }
 
-#[cfg(target_os = "linux")]
 #[test]
 fn two_gib_batch_stays_under_100_mib() {
     let dir = common::tempdir();

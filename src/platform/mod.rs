@@ -73,6 +73,14 @@ pub(crate) fn remove_dir_all(path: &Path) -> io::Result<()> {
     })
 }
 
+/// The path the store uses for its root. On Windows, the verbatim (`\\?\`)
+/// form of the absolute path, under which the reserved device names (`CON`,
+/// `AUX`, …, which a shard function can produce as a directory name) are
+/// ordinary names; elsewhere the path as given.
+pub(crate) fn store_root(root: &Path) -> io::Result<std::path::PathBuf> {
+    imp::store_root(root)
+}
+
 /// Creates one directory.
 pub(crate) fn create_dir(path: &Path) -> io::Result<()> {
     hit(FaultKind::Mkdir)?;

@@ -44,6 +44,10 @@ pub(super) fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
     std::fs::remove_file(from)
 }
 
+pub(super) fn store_root(root: &Path) -> io::Result<std::path::PathBuf> {
+    Ok(root.to_path_buf())
+}
+
 pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }

@@ -35,6 +35,11 @@ pub(super) fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
     })
 }
 
+pub(super) fn store_root(root: &Path) -> io::Result<std::path::PathBuf> {
+    // canonicalize returns the verbatim `\\?\C:\…` form.
+    std::fs::canonicalize(root)
+}
+
 pub(super) fn sync_dir(_dir: &Path) -> io::Result<()> {
     // Directories cannot be flushed on Windows; NTFS journals the metadata.
     Ok(())
