@@ -33,10 +33,11 @@ pub(crate) fn shard_dirs(layout: &Layout) -> Result<Vec<String>> {
 
 /// Whether `name` (a file in shard directory `dir`) is a block of this store.
 fn block_key(layout: &Layout, dir: &str, name: &str) -> Option<Key> {
-    let key = Key::from_file_name(name)?;
-    let mut expect = String::with_capacity(dir.len());
-    layout.shard.push_dir(key.as_str(), &mut expect);
-    (expect == dir).then_some(key)
+    let body = name.strip_suffix(crate::layout::DATA_EXT)?;
+    if !layout.shard.dir_matches(body, dir) {
+        return None;
+    }
+    Key::from_file_name(name)
 }
 
 /// Iterator over a store's blocks, with sizes when asked for.

@@ -101,6 +101,31 @@ impl Shard {
         }
     }
 
+    /// Whether `dir` is the directory this function gives `key`, without
+    /// allocating (the listing's hot path).
+    pub(crate) fn dir_matches(&self, key: &str, dir: &str) -> bool {
+        let (k, d) = (key.as_bytes(), dir.as_bytes());
+        let n = self.param();
+        if d.len() != n {
+            return false;
+        }
+        let at = |i: isize| {
+            if i < 0 || i as usize >= k.len() {
+                b'_'
+            } else {
+                k[i as usize]
+            }
+        };
+        let start: isize = match *self {
+            Shard::Prefix(_) => 0,
+            Shard::Suffix(_) => k.len() as isize - n as isize,
+            Shard::NextToLast(_) => k.len() as isize - 1 - n as isize,
+        };
+        d.iter()
+            .enumerate()
+            .all(|(j, &c)| at(start + j as isize) == c)
+    }
+
     /// The directory name for `key`.
     pub fn dir(&self, key: &Key) -> String {
         let mut s = String::with_capacity(self.param());
@@ -181,6 +206,29 @@ mod tests {
         assert_eq!(dir(Shard::NextToLast(2), "AB"), "_A");
         assert_eq!(dir(Shard::NextToLast(2), "A"), "__");
         assert_eq!(dir(Shard::NextToLast(3), "ABC"), "_AB");
+    }
+
+    #[test]
+    fn dir_matches_agrees_with_dir() {
+        for s in [
+            Shard::Prefix(1),
+            Shard::Prefix(3),
+            Shard::Suffix(2),
+            Shard::NextToLast(2),
+            Shard::NextToLast(4),
+        ] {
+            for k in ["A", "AB", "ABC", "CIQABCDEFGHIJ", "Z=-+_"] {
+                let d = dir(s, k);
+                assert!(s.dir_matches(k, &d), "{s} {k}");
+                assert!(!s.dir_matches(k, "%%"), "{s} {k}");
+                let mut other = d.clone().into_bytes();
+                other[0] = if other[0] == b'Q' { b'R' } else { b'Q' };
+                assert!(
+                    !s.dir_matches(k, std::str::from_utf8(&other).unwrap()),
+                    "{s} {k}"
+                );
+            }
+        }
     }
 
     #[test]
