@@ -24,8 +24,12 @@
 #![warn(missing_docs, unreachable_pub, rustdoc::broken_intra_doc_links)]
 
 mod batch;
+mod block;
+pub mod car;
+pub mod dag;
 mod error;
 mod files;
+pub mod hash;
 mod key;
 mod layout;
 mod listing;
@@ -37,14 +41,21 @@ mod recovery;
 mod shard;
 mod store;
 mod usage;
+mod verify;
 
 pub use batch::{Batch, CommitSummary};
+pub use block::{check_block, is_identity};
+pub use car::{
+    CarReader, CarWriter, ExportProgress, ExportSummary, ImportOptions, ImportProgress,
+    ImportSummary,
+};
 pub use error::{Error, Result};
 pub use key::{Key, MAX_KEY_LEN};
 pub use options::{Durability, Options};
 pub use shard::Shard;
 pub use store::{BlockReader, Entries, Keys, Store};
 pub use usage::{Accuracy, Stats};
+pub use verify::{Finding, VerifyOptions, VerifyProgress, VerifyReport};
 
 /// Re-export of the `cid` crate, whose [`Cid`](cid::Cid) type the CID-level API uses.
 pub use cid;
