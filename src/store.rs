@@ -171,12 +171,14 @@ impl Store {
         let lock = crate::lock::acquire(&root, !options.read_only)?;
         let durable = options.durability == Durability::Fsync;
         // Under the lock: create the store if nobody did meanwhile.
+        let mut created = false;
         let shard = if existing.is_none() {
             match layout::read_sharding(&root)? {
                 Some(s) => s,
                 None => {
                     check_creatable(&root)?;
                     create_files(&root, &shard, durable)?;
+                    created = true;
                     shard
                 }
             }
@@ -192,7 +194,7 @@ impl Store {
                 Err(e) => return Err(Error::io("create directory", &layout.temp, e)),
             }
         }
-        let loaded = usage::load(&layout, options.read_only, durable)?;
+        let loaded = usage::load(&layout, options.read_only, durable, created)?;
         let inner = Arc::new(Inner {
             gate: FileGate::new(options.max_open_files),
             layout,

@@ -126,9 +126,20 @@ impl Drop for Recount {
 /// removed, so that a crash before the next clean close is noticed (the next
 /// open finds no cache and recounts). Removal is made durable when
 /// `durable` is set.
-pub(crate) fn load(layout: &Layout, read_only: bool, durable: bool) -> Result<Loaded> {
+///
+/// A store created by this open (`created`) starts with exact zero counters.
+pub(crate) fn load(
+    layout: &Layout,
+    read_only: bool,
+    durable: bool,
+    created: bool,
+) -> Result<Loaded> {
     let path = layout.disk_usage_path();
-    let cached = read_cache(&path);
+    let cached = if created {
+        Some((0, 0))
+    } else {
+        read_cache(&path)
+    };
     if !read_only {
         match fs::remove_file(&path) {
             Ok(()) if durable => crate::platform::sync_dir(&layout.root)

@@ -1,0 +1,94 @@
+//! Running a test binary's own `#[ignore]`d entry points as child processes,
+//! for tests that need a second process (locks, kills, resource limits).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::Duration;
+
+/// Name of the environment variable that carries a child's arguments.
+pub const ARG: &str = "FLATSTORE_CHILD_ARG";
+
+/// A command that runs the ignored test `name` of the current test binary,
+/// with `arg` in [`ARG`].
+pub fn command(name: &str, arg: &str) -> Command {
+    let mut c = Command::new(std::env::current_exe().unwrap());
+    c.args([
+        "--exact",
+        name,
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+        "-q",
+    ])
+    .env(ARG, arg)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit())
+    .stdin(Stdio::piped());
+    c
+}
+
+/// The argument a child was started with; `None` when the entry point is run
+/// by hand without one (it then does nothing).
+pub fn arg() -> Option<String> {
+    std::env::var(ARG).ok()
+}
+
+/// Prints a line for the parent and flushes it at once.
+pub fn say(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "@@{line}").unwrap();
+    out.flush().unwrap();
+}
+
+/// Lines a child says with [`say`], delivered through a channel.
+pub struct Lines(Receiver<String>);
+
+impl Lines {
+    pub fn new(stdout: ChildStdout) -> Lines {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if let Some(l) = line.strip_prefix("@@") {
+                    if tx.send(l.to_string()).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Lines(rx)
+    }
+
+    /// Waits up to `secs` for a line starting with `prefix`.
+    pub fn expect(&self, prefix: &str, secs: u64) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.0.recv_timeout(left) {
+                Ok(l) if l.starts_with(prefix) => return l,
+                Ok(_) => continue,
+                Err(e) => panic!("child never said {prefix:?}: {e}"),
+            }
+        }
+    }
+
+    /// Every line said so far, without waiting.
+    pub fn drain(&self) -> Vec<String> {
+        self.0.try_iter().collect()
+    }
+}
+
+/// Starts `cmd`, returning the child and its lines.
+pub fn spawn(mut cmd: Command) -> (Child, Lines) {
+    let mut child = cmd.spawn().expect("spawn child");
+    let lines = Lines::new(child.stdout.take().unwrap());
+    (child, lines)
+}
+
+/// Kills the child (SIGKILL on Unix, TerminateProcess on Windows) and reaps it.
+pub fn kill(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -1,0 +1,124 @@
+//! Behaviour across processes: the lock, a killed process, open-file limits.
+//! Child processes are this binary's own `#[ignore]`d entry points.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::child::{self, kill, spawn};
+use common::{block, key_of, opts, tempdir};
+use flatstore::{Accuracy, Durability, Error, Options, Store};
+
+/// Child: opens the store at the given path, puts 500 blocks (reports
+/// "opened"), then waits until killed.
+#[test]
+#[ignore = "child process entry point"]
+fn child_hold_store() {
+    let Some(root) = child::arg() else { return };
+    let store = Store::open(&root, opts(Durability::None)).unwrap();
+    for i in 0..500u64 {
+        let d = block(i, 1000 + i as usize);
+        store.put(&key_of(&d), &d).unwrap();
+    }
+    store.delete(&key_of(&block(0, 1000))).unwrap();
+    child::say("opened");
+    std::thread::sleep(std::time::Duration::from_secs(600));
+}
+
+#[test]
+fn second_process_is_locked_out_until_the_first_is_killed() {
+    let dir = tempdir();
+    let root = dir.path().join("s");
+    let (mut c, lines) = spawn(child::command("child_hold_store", root.to_str().unwrap()));
+    lines.expect("opened", 120);
+    match Store::open(&root, Options::default()) {
+        Err(Error::Locked { path }) => assert_eq!(path, root.join(".lock")),
+        other => panic!("expected Locked, got {other:?}"),
+    }
+    assert!(matches!(
+        Store::open(&root, Options::default().read_only(true)),
+        Err(Error::Locked { .. })
+    ));
+    kill(&mut c);
+    // The kill released the lock; the counters were never persisted, so they
+    // are recomputed from the files and come out exact.
+    let store = Store::open(&root, Options::default()).unwrap();
+    let s = common::wait_exact(&store);
+    let expect_bytes: u64 = (1..500u64).map(|i| 1000 + i).sum();
+    assert_eq!(
+        (s.blocks, s.bytes, s.accuracy),
+        (499, expect_bytes, Accuracy::Exact)
+    );
+    assert!(common::temp_entries(&root).is_empty());
+}
+
+/// Child: 32 threads × 200 puts under a low open-file limit.
+#[test]
+#[ignore = "child process entry point"]
+fn child_many_threads_few_files() {
+    let Some(arg) = child::arg() else { return };
+    let (root, gate) = arg.split_once('|').unwrap();
+    // Without the store's own cap, only the retry on EMFILE saves the puts.
+    let options = match gate {
+        "gate" => opts(Durability::Fsync),
+        _ => opts(Durability::Fsync).max_open_files(10_000),
+    };
+    let store = Store::open(root, options).unwrap();
+    // The application holds many files itself, leaving the store about 20.
+    let hog: Vec<std::fs::File> = (0..40)
+        .map(|_| std::fs::File::open(root).unwrap())
+        .collect();
+    std::thread::scope(|s| {
+        for t in 0..32u64 {
+            let store = &store;
+            s.spawn(move || {
+                for i in 0..200u64 {
+                    let d = block(t * 1000 + i, 512);
+                    store.put(&key_of(&d), &d).unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(store.stats().blocks, 6400);
+    drop(hog);
+    child::say("done");
+}
+
+#[cfg(unix)]
+#[test]
+fn too_many_open_files_is_handled() {
+    for gate in ["gate", "nogate"] {
+        too_many_open_files(gate);
+    }
+}
+
+#[cfg(unix)]
+fn too_many_open_files(gate: &str) {
+    use std::os::unix::process::CommandExt;
+    let dir = tempdir();
+    let root: PathBuf = dir.path().join("s");
+    let arg = format!("{}|{gate}", root.to_str().unwrap());
+    let mut cmd = child::command("child_many_threads_few_files", &arg);
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs in the child before exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 64,
+                rlim_max: 64,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let (mut c, lines) = spawn(cmd);
+    lines.expect("done", 600);
+    assert!(c.wait().unwrap().success());
+    let store = Store::open(&root, Options::default()).unwrap();
+    assert_eq!(common::keys(&store).len(), 6400);
+    for t in [0u64, 17, 31] {
+        let d = block(t * 1000 + 199, 512);
+        assert_eq!(store.get(&key_of(&d)).unwrap().unwrap(), d);
+    }
+}
