@@ -510,3 +510,71 @@ fn ipfs_car_round_trip() {
         assert!(got == *data, "{name} differs after the round trip");
     }
 }
+
+#[test]
+fn export_of_a_deep_chain_does_not_recurse() {
+    // 5,000 dag-cbor blocks, each linking to the next, exported on a thread
+    // with a 256 KiB stack: a recursive walk would overflow it.
+    use ipld_core::ipld::Ipld;
+    let dir = tempdir();
+    let store = open(dir.path());
+    let batch = store.batch().unwrap();
+    let mut next: Option<Cid> = None;
+    for i in 0..5_000i64 {
+        let mut node = std::collections::BTreeMap::new();
+        node.insert("i".to_string(), Ipld::Integer(i.into()));
+        if let Some(n) = next {
+            node.insert("next".to_string(), Ipld::Link(n));
+        }
+        let bytes = serde_ipld_dagcbor::to_vec(&Ipld::Map(node)).unwrap();
+        let cid = Cid::new_v1(
+            dag::DAG_CBOR,
+            multihash_codetable::MultihashDigest::digest(
+                &multihash_codetable::Code::Sha2_256,
+                &bytes,
+            ),
+        );
+        batch.put_block(&cid, &bytes).unwrap();
+        next = Some(cid);
+    }
+    batch.commit().unwrap();
+    let root = next.unwrap();
+    let exporter = store.clone();
+    let out = std::thread::Builder::new()
+        .stack_size(256 << 10)
+        .spawn(move || {
+            let mut out = Vec::new();
+            let s = exporter.export_car(&root, &mut out, |_| {}).unwrap();
+            assert_eq!(s.blocks, 5_000);
+            out
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    assert_eq!(car::scan(&out).unwrap().blocks, 5_000);
+}
+
+#[test]
+fn identity_frames_are_checked_too() {
+    // An identity CID whose frame data differs from its digest.
+    let id = Cid::new_v1(
+        dag::RAW,
+        flatstore::multihash::Multihash::<64>::wrap(0, b"abc").unwrap(),
+    );
+    let mut w = flatstore::CarWriter::new(Vec::new(), &[id]).unwrap();
+    w.write_block(&id, b"abd").unwrap();
+    let bytes = w.finish().unwrap();
+    let dir = tempdir();
+    let store = open(dir.path());
+    let err = store
+        .import_car(&bytes[..], &ImportOptions::new())
+        .unwrap_err();
+    assert!(err.to_string().contains("hash mismatch"), "{err}");
+    // With the right data it imports, storing nothing.
+    let mut w = flatstore::CarWriter::new(Vec::new(), &[id]).unwrap();
+    w.write_block(&id, b"abc").unwrap();
+    let bytes = w.finish().unwrap();
+    let s = store.import_car(&bytes[..], &ImportOptions::new()).unwrap();
+    assert_eq!((s.blocks, s.identity, s.written), (1, 1, 0));
+    assert!(keys(&store).is_empty());
+}
