@@ -21,6 +21,27 @@
 //!
 //! See [`Store`] for the on-disk format and the promises, and [`Batch`] for
 //! batches.
+//!
+//! # CIDs, CAR files, verify
+//! [`Store::put_block`] and [`Store::get_block`] address blocks by
+//! [`Cid`](cid::Cid) and check the data against the CID's multihash
+//! (sha2-256, sha2-512, blake3; identity CIDs are never written).
+//! [`Store::import_car`] streams a CAR into one atomic batch,
+//! [`Store::export_car`] writes the DAG under a root as a CAR, and
+//! [`Store::verify`] re-hashes every block and can quarantine damaged ones.
+//!
+//! ```no_run
+//! use flatstore::{ImportOptions, Options, Store, VerifyOptions};
+//!
+//! let store = Store::open("blocks", Options::default())?;
+//! let car = std::fs::File::open("dag.car")?;
+//! let summary = store.import_car(car, &ImportOptions::new())?; // all or nothing
+//! let mut out = Vec::new();
+//! store.export_car(&summary.roots[0], &mut out, |_| {})?;
+//! let report = store.verify(&VerifyOptions::new().repair(true))?;
+//! println!("{} blocks ok, {} problems", report.ok, report.problems());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![warn(missing_docs, unreachable_pub, rustdoc::broken_intra_doc_links)]
 
 mod batch;
