@@ -78,6 +78,19 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// The operation needs the only handle to the store (no clones, no open
+    /// batches), and there are others.
+    #[error("the store has other open handles or batches")]
+    Busy,
+
+    /// A read-only open found an interrupted operation (a reshard) that only a
+    /// read-write open can finish.
+    #[error("store {path} needs recovery: open it read-write once")]
+    NeedsRecovery {
+        /// The store's root.
+        path: PathBuf,
+    },
+
     /// A write was attempted on a store opened read-only.
     #[error("store is open read-only")]
     ReadOnly,

@@ -11,7 +11,7 @@
 //! ```
 
 use std::fs;
-use std::io::{ErrorKind, Write};
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
@@ -32,6 +32,7 @@ pub(crate) const DISK_USAGE: &str = "diskUsage.cache";
 /// Lock file.
 pub(crate) const LOCK: &str = ".lock";
 /// Where `verify --repair` moves damaged blocks.
+#[allow(dead_code)]
 pub(crate) const QUARANTINE: &str = ".quarantine";
 
 /// Builds the paths of one store.
@@ -75,10 +76,6 @@ impl Layout {
         PathBuf::from(s)
     }
 
-    pub(crate) fn sharding_path(&self) -> PathBuf {
-        self.root.join(SHARDING)
-    }
-
     pub(crate) fn disk_usage_path(&self) -> PathBuf {
         self.root.join(DISK_USAGE)
     }
@@ -117,9 +114,9 @@ pub(crate) fn write_atomic(
     let result = (|| {
         let _ = fs::remove_file(&tmp);
         let mut f = platform::create_new(&tmp).ctx("create", &tmp)?;
-        f.write_all(data).ctx("write", &tmp)?;
+        platform::write_all(&mut f, data).ctx("write", &tmp)?;
         if durable {
-            f.sync_all().ctx("fsync", &tmp)?;
+            platform::sync_file(&f).ctx("fsync", &tmp)?;
         }
         drop(f);
         if replace {

@@ -49,6 +49,10 @@ mod block;
 pub mod car;
 pub mod dag;
 mod error;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
+#[cfg(not(feature = "fault-injection"))]
+mod fault;
 mod files;
 pub mod hash;
 mod key;
@@ -59,6 +63,7 @@ mod options;
 mod platform;
 mod pool;
 mod recovery;
+mod reshard;
 mod shard;
 mod store;
 mod usage;
@@ -73,6 +78,7 @@ pub use car::{
 pub use error::{Error, Result};
 pub use key::{Key, MAX_KEY_LEN};
 pub use options::{Durability, Options};
+pub use reshard::ReshardSummary;
 pub use shard::Shard;
 pub use store::{BlockReader, Entries, Keys, Store};
 pub use usage::{Accuracy, Stats};

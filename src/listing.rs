@@ -4,7 +4,7 @@
 //! directory is the one the store's shard function gives are listed; foreign
 //! files, dot-files, temp files and misplaced files are skipped.
 
-use std::fs::{self, ReadDir};
+use std::fs::ReadDir;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -12,11 +12,12 @@ use std::sync::Mutex;
 use crate::error::{Error, IoContext, Result};
 use crate::key::Key;
 use crate::layout::Layout;
+use crate::platform;
 
 /// Names of the shard directories in the root, in sorted order.
 pub(crate) fn shard_dirs(layout: &Layout) -> Result<Vec<String>> {
     let mut names = Vec::new();
-    for entry in fs::read_dir(&layout.root).ctx("read directory", &layout.root)? {
+    for entry in platform::read_dir(&layout.root).ctx("read directory", &layout.root)? {
         let entry = entry.ctx("read directory", &layout.root)?;
         let Ok(name) = entry.file_name().into_string() else {
             continue;
@@ -100,7 +101,7 @@ impl Iterator for Listing {
             }
             let dir = self.dirs.next()?;
             let path = self.layout.shard_dir_named(&dir);
-            match fs::read_dir(&path) {
+            match platform::read_dir(&path) {
                 Ok(rd) => self.current = Some((dir, path, rd)),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Some(Err(Error::io("read directory", path, e))),
@@ -129,7 +130,7 @@ pub(crate) fn walk_totals(layout: &Layout, stop: &AtomicBool) -> Option<(i64, i6
                 }
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(dir) = dirs.get(i) else { return };
-                let Ok(rd) = fs::read_dir(layout.shard_dir_named(dir)) else {
+                let Ok(rd) = platform::read_dir(&layout.shard_dir_named(dir)) else {
                     failed.store(true, Ordering::Relaxed);
                     return;
                 };

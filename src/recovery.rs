@@ -1,7 +1,5 @@
 //! What open does with what a crash left in `.temp/`.
 
-use std::fs;
-
 use crate::batch;
 use crate::error::{Error, IoContext, Result};
 use crate::platform;
@@ -13,7 +11,7 @@ use crate::store::Store;
 /// under the store's exclusive lock, so no other process's files are touched.
 pub(crate) fn recover(store: &Store) -> Result<()> {
     let temp = &store.layout().temp;
-    for entry in fs::read_dir(temp).ctx("read directory", temp)? {
+    for entry in platform::read_dir(temp).ctx("read directory", temp)? {
         let entry = entry.ctx("read directory", temp)?;
         let path = entry.path();
         let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);

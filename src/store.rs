@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 use std::fs::{self, File};
-use std::io::{self, ErrorKind, Read, Seek, SeekFrom, Write};
+use std::io::{self, ErrorKind, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -17,6 +17,7 @@ use crate::options::{Durability, Options};
 use crate::platform;
 use crate::pool::WriterPool;
 use crate::recovery;
+use crate::reshard::{self, ReshardSummary};
 use crate::shard::Shard;
 use crate::usage::{self, Recount, Stats, Usage};
 
@@ -141,53 +142,51 @@ impl Store {
         if let Some(s) = &options.shard {
             s.validate()?;
         }
-        let existing = match fs::metadata(&root) {
-            Ok(m) if m.is_dir() => layout::read_sharding(&root)?,
+        let exists = match fs::metadata(&root) {
+            Ok(m) if m.is_dir() => layout::read_sharding(&root)?.is_some(),
             Ok(_) => return Err(Error::NotAStore { path: root }),
-            Err(e) if e.kind() == ErrorKind::NotFound => None,
+            Err(e) if e.kind() == ErrorKind::NotFound => false,
             Err(e) => return Err(Error::io("stat", &root, e)),
         };
-        let shard = match existing {
-            Some(shard) => {
-                if let Some(req) = options.shard {
-                    if req != shard {
-                        return Err(Error::ShardingMismatch {
-                            existing: shard,
-                            requested: req,
-                        });
-                    }
-                }
-                shard
+        if !exists {
+            if !options.create || options.read_only {
+                return Err(Error::NoStore { path: root });
             }
-            None => {
-                if !options.create || options.read_only {
-                    return Err(Error::NoStore { path: root });
-                }
-                check_creatable(&root)?;
-                options.shard.unwrap_or_default()
-            }
-        };
-        fs::create_dir_all(&root).ctx("create directory", &root)?;
+            check_creatable(&root)?;
+            fs::create_dir_all(&root).ctx("create directory", &root)?;
+        }
         let lock = crate::lock::acquire(&root, !options.read_only)?;
         let durable = options.durability == Durability::Fsync;
-        // Under the lock: create the store if nobody did meanwhile.
-        let mut created = false;
-        let shard = if existing.is_none() {
-            match layout::read_sharding(&root)? {
-                Some(s) => s,
-                None => {
-                    check_creatable(&root)?;
-                    create_files(&root, &shard, durable)?;
-                    created = true;
-                    shard
-                }
+        // Under the lock: finish an interrupted reshard, or create the store
+        // if nobody did meanwhile.
+        if let Some((from, to)) = reshard::read_record(&root)? {
+            if options.read_only {
+                return Err(Error::NeedsRecovery { path: root });
             }
-        } else {
-            shard
+            reshard::run(&root, from, to, durable, true, &mut |_| {})?;
+        }
+        let mut created = false;
+        let shard = match layout::read_sharding(&root)? {
+            Some(shard) => shard,
+            None => {
+                check_creatable(&root)?;
+                let shard = options.shard.unwrap_or_default();
+                create_files(&root, &shard, durable)?;
+                created = true;
+                shard
+            }
         };
+        if let Some(requested) = options.shard {
+            if requested != shard {
+                return Err(Error::ShardingMismatch {
+                    existing: shard,
+                    requested,
+                });
+            }
+        }
         let layout = Layout::new(root, shard);
         if !options.read_only {
-            match fs::create_dir(&layout.temp) {
+            match platform::create_dir(&layout.temp) {
                 Ok(()) if durable => platform::sync_dir(&layout.root).ctx("fsync", &layout.root)?,
                 Ok(()) => {}
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
@@ -274,15 +273,17 @@ impl Store {
     /// [`Error::ReadOnly`], or [`Error::Io`] naming the file (a full disk, for
     /// example); the store is unchanged and no temp file is left behind.
     pub fn put(&self, key: &Key, data: &[u8]) -> Result<()> {
-        self.put_with(key, |f| f.write_all(data).map(|()| data.len() as u64))
-            .map(|_| ())
+        self.put_with(key, |f| {
+            platform::write_all(f, data).map(|()| data.len() as u64)
+        })
+        .map(|_| ())
     }
 
     /// Stores the bytes of `reader` under `key`, streaming them to disk: the
     /// block is never held in memory. Returns the number of bytes read.
     /// Same promises as [`put`](Store::put).
     pub fn put_reader(&self, key: &Key, mut reader: impl Read) -> Result<u64> {
-        self.put_with(key, |f| io::copy(&mut reader, f))
+        self.put_with(key, |f| platform::copy_into(&mut reader, f))
             .map(|(n, _)| n)
     }
 
@@ -346,7 +347,7 @@ impl Store {
     /// entry in the root durable.
     fn create_shard_dir(&self, key: &Key) -> Result<()> {
         let dir = self.inner.layout.shard_dir(key);
-        match fs::create_dir(&dir) {
+        match platform::create_dir(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
             Err(e) => return Err(Error::io("create directory", dir, e)),
@@ -566,6 +567,55 @@ impl Store {
         platform::sync_dir(root).ctx("fsync", root)
     }
 
+    /// Converts the store to the shard function `new` in place: every block
+    /// is moved to its new directory and `SHARDING` is rewritten.
+    ///
+    /// # Durability
+    /// A crash at any instant is finished by the next read-write open (a
+    /// record in `.temp/` says what was under way), so every block stays
+    /// readable. Under [`Durability::Fsync`] the moves are durable when this
+    /// returns. `on_block` is called with the number of blocks moved so far.
+    ///
+    /// # Errors
+    /// [`Error::Busy`] unless this is the only handle (no clones, no open
+    /// batches); [`Error::ReadOnly`]; [`Error::InvalidShard`]; [`Error::Io`]
+    /// (the next open finishes the reshard).
+    pub fn reshard(&mut self, new: Shard, on_block: &mut dyn FnMut(u64)) -> Result<ReshardSummary> {
+        self.check_writable()?;
+        new.validate()?;
+        let inner = Arc::get_mut(&mut self.inner).ok_or(Error::Busy)?;
+        let old = inner.layout.shard;
+        if old == new {
+            return Ok(ReshardSummary::default());
+        }
+        // A running recount walks the old layout: stop it, and start again after.
+        let recount = inner
+            .recount
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let durable = inner.options.durability == Durability::Fsync;
+        let result = reshard::run(&inner.layout.root, old, new, durable, false, on_block);
+        if result.is_ok() {
+            inner.layout.shard = new;
+            inner
+                .durable_dirs
+                .get_mut()
+                .unwrap_or_else(|e| e.into_inner())
+                .clear();
+        }
+        if let Ok(s) = &result {
+            if s.duplicates_removed + s.conflicts_quarantined > 0 || recount.is_some() {
+                // Counts changed (duplicates went away) or were being recomputed.
+                drop(recount);
+                inner.usage.reset_stale();
+                let r = usage::start_recount(&inner.layout, &inner.usage)?;
+                *inner.recount.get_mut().unwrap_or_else(|e| e.into_inner()) = Some(r);
+            }
+        }
+        result
+    }
+
     /// Closes this handle. When it is the last one (no clones, no open
     /// batches), the counters are persisted to `diskUsage.cache` and the lock
     /// is released; errors that dropping would have to swallow are reported.
@@ -623,7 +673,7 @@ pub(crate) fn write_file(
     let mut f = retry_nofile(|| platform::create_new(path)).ctx("create", path)?;
     let result = fill(&mut f).ctx("write", path).and_then(|n| {
         if durable {
-            f.sync_data().ctx("fsync", path)?;
+            platform::sync_file(&f).ctx("fsync", path)?;
         }
         Ok(n)
     });

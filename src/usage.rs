@@ -77,6 +77,11 @@ impl Usage {
         c.changes += 1;
     }
 
+    /// Marks the counters as being recomputed (a recount is about to start).
+    pub(crate) fn reset_stale(&self) {
+        self.lock().accuracy = Accuracy::Recomputing;
+    }
+
     pub(crate) fn stats(&self) -> Stats {
         let c = self.lock();
         Stats {

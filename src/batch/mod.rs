@@ -6,7 +6,7 @@ mod record;
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs;
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -183,7 +183,7 @@ impl Batch {
         let mut n = 0u32;
         let dir = loop {
             let dir = temp.join(format!("batch-{pid}-{nanos:x}-{n}"));
-            match fs::create_dir(&dir) {
+            match platform::create_dir(&dir) {
                 Ok(()) => break dir,
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => n += 1,
                 Err(e) => return Err(Error::io("create directory", dir, e)),
@@ -265,7 +265,11 @@ impl Batch {
         let flight = self.flight.clone();
         let durable = self.store.durable();
         self.store.pool().submit(move || {
-            let result = write_file(&path, |f| f.write_all(&bytes).map(|()| 0), durable);
+            let result = write_file(
+                &path,
+                |f| platform::write_all(f, &bytes).map(|()| 0),
+                durable,
+            );
             let error = match result {
                 Ok(_) => {
                     *staged.pending.lock().unwrap_or_else(|e| e.into_inner()) = None;
@@ -293,7 +297,11 @@ impl Batch {
         }
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let path = self.staged_path(seq);
-        let size = write_file(&path, |f| io::copy(&mut reader, f), self.store.durable())?;
+        let size = write_file(
+            &path,
+            |f| platform::copy_into(&mut reader, f),
+            self.store.durable(),
+        )?;
         let mut ops = self.ops();
         match Self::put_state(&ops, key) {
             Some(replace) => {

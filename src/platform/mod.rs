@@ -4,9 +4,11 @@
 //! `cfg(windows)` itself. Unix (Linux first) and Windows each have a module
 //! exporting the same functions; see each module for how it does the job.
 
-use std::fs::File;
+use std::fs::{self, File, ReadDir};
 use std::io;
 use std::path::Path;
+
+use crate::fault::{hit, FaultKind};
 use std::thread;
 use std::time::Duration;
 
@@ -27,17 +29,20 @@ use windows as imp;
 /// on filesystems without it. Windows: `MoveFileExW` without
 /// `MOVEFILE_REPLACE_EXISTING`, retried while another handle blocks it.
 pub(crate) fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    hit(FaultKind::Rename)?;
     imp::rename_noreplace(from, to)
 }
 
 /// Renames `from` to `to`, replacing `to` if it exists (for metadata files).
 pub(crate) fn rename_replace(from: &Path, to: &Path) -> io::Result<()> {
+    hit(FaultKind::Rename)?;
     retry_shared(|| std::fs::rename(from, to))
 }
 
 /// Makes the directory's entries durable (fsync of the directory).
 /// A no-op where directories cannot be synced (Windows).
 pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    hit(FaultKind::Fsync)?;
     imp::sync_dir(dir)
 }
 
@@ -49,20 +54,53 @@ pub(crate) fn open_read(path: &Path) -> io::Result<File> {
 
 /// Creates a new file for writing; fails if it exists. Shared like [`open_read`].
 pub(crate) fn create_new(path: &Path) -> io::Result<File> {
+    hit(FaultKind::Create)?;
     imp::create_new(path)
 }
 
 /// Removes a file, retrying while another handle blocks it (Windows).
 pub(crate) fn remove_file(path: &Path) -> io::Result<()> {
+    hit(FaultKind::Unlink)?;
     retry_shared(|| std::fs::remove_file(path))
 }
 
 /// Removes a directory tree, retrying while another handle blocks it (Windows).
 pub(crate) fn remove_dir_all(path: &Path) -> io::Result<()> {
+    hit(FaultKind::Unlink)?;
     retry_shared(|| match std::fs::remove_dir_all(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         r => r,
     })
+}
+
+/// Creates one directory.
+pub(crate) fn create_dir(path: &Path) -> io::Result<()> {
+    hit(FaultKind::Mkdir)?;
+    fs::create_dir(path)
+}
+
+/// Opens a directory for listing.
+pub(crate) fn read_dir(path: &Path) -> io::Result<ReadDir> {
+    hit(FaultKind::Readdir)?;
+    fs::read_dir(path)
+}
+
+/// Writes `data` to a file being created.
+pub(crate) fn write_all(file: &mut File, data: &[u8]) -> io::Result<()> {
+    hit(FaultKind::Write)?;
+    std::io::Write::write_all(file, data)
+}
+
+/// Copies `reader` into a file being created.
+pub(crate) fn copy_into(reader: &mut dyn std::io::Read, file: &mut File) -> io::Result<u64> {
+    hit(FaultKind::Write)?;
+    std::io::copy(reader, file)
+}
+
+/// Makes a file's data durable (fdatasync).
+pub(crate) fn sync_file(file: &File) -> io::Result<()> {
+    hit(FaultKind::Fsync)?;
+    file.sync_data()
 }
 
 /// Flushes every file of the filesystem holding `root`, if the platform can
@@ -87,12 +125,6 @@ pub(crate) fn open_file_limit() -> Option<u64> {
 /// is being deleted). Always false on Unix.
 pub(crate) fn is_sharing_conflict(e: &io::Error) -> bool {
     imp::is_sharing_conflict(e)
-}
-
-/// Starts writeback of a freshly written file without waiting for it, so a
-/// later fsync has less to do. Best effort; a no-op where unsupported.
-pub(crate) fn start_writeback(file: &File) {
-    imp::start_writeback(file)
 }
 
 /// Runs `op`, retrying with exponential backoff (about 2 s in all) while it

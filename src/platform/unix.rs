@@ -90,23 +90,11 @@ pub(super) fn open_file_limit() -> Option<u64> {
     if lim.rlim_cur == libc::RLIM_INFINITY {
         None
     } else {
+        #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 everywhere
         Some(lim.rlim_cur as u64)
     }
 }
 
 pub(super) fn is_sharing_conflict(_e: &io::Error) -> bool {
     false
-}
-
-pub(super) fn start_writeback(file: &File) {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::fd::AsRawFd;
-        // SAFETY: valid descriptor; the call only schedules writeback.
-        unsafe {
-            libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = file;
 }

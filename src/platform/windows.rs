@@ -75,5 +75,3 @@ pub(super) fn is_sharing_conflict(e: &io::Error) -> bool {
         Some(ERROR_SHARING_VIOLATION) | Some(ERROR_LOCK_VIOLATION) | Some(ERROR_ACCESS_DENIED)
     )
 }
-
-pub(super) fn start_writeback(_file: &File) {}

@@ -165,7 +165,8 @@ pub fn batch_basics(store: &Store) {
 
 /// Runs every function of the suite, each on a fresh store from `make`.
 pub fn run_all(make: &dyn Fn() -> (Store, Box<dyn std::any::Any>)) {
-    let suite: [(&str, fn(&Store)); 5] = [
+    type Case = (&'static str, fn(&Store));
+    let suite: [Case; 5] = [
         ("put_get_delete", put_get_delete),
         ("first_writer_wins", first_writer_wins),
         ("ranges_and_readers", ranges_and_readers),

@@ -1,0 +1,101 @@
+//! A test-only seam under the store's filesystem calls: makes the N-th call
+//! of a given kind fail with a chosen error.
+//!
+//! Compiled in only with the `fault-injection` feature; otherwise
+//! [`hit`] is an empty inline function. The plan is process-wide (batch
+//! writers and publishers run on other threads), so a test that uses it must
+//! be the only one running in its process.
+
+use std::io;
+
+/// The kinds of filesystem call that can be made to fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FaultKind {
+    /// Creating a file.
+    Create,
+    /// Writing a file's contents.
+    Write,
+    /// fsync of a file or a directory.
+    Fsync,
+    /// Renaming (publishing, deleting into `.temp/`, metadata files).
+    Rename,
+    /// Removing a file or a directory tree.
+    Unlink,
+    /// Creating a directory.
+    Mkdir,
+    /// Reading a directory.
+    Readdir,
+}
+
+#[cfg(feature = "fault-injection")]
+mod plan {
+    use super::FaultKind;
+    use std::io;
+    use std::sync::Mutex;
+
+    struct Plan {
+        kind: FaultKind,
+        nth: u64,
+        seen: u64,
+        error: io::ErrorKind,
+        fired: bool,
+    }
+
+    static PLAN: Mutex<Option<Plan>> = Mutex::new(None);
+
+    fn plan() -> std::sync::MutexGuard<'static, Option<Plan>> {
+        PLAN.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// From now on, the `nth` call (1-based) of `kind` fails with `error`.
+    pub fn inject(kind: FaultKind, nth: u64, error: io::ErrorKind) {
+        *plan() = Some(Plan {
+            kind,
+            nth,
+            seen: 0,
+            error,
+            fired: false,
+        });
+    }
+
+    /// Removes the plan; returns whether its fault fired.
+    pub fn clear() -> bool {
+        plan().take().is_some_and(|p| p.fired)
+    }
+
+    pub(crate) fn hit(kind: FaultKind) -> io::Result<()> {
+        let mut guard = plan();
+        let Some(p) = guard.as_mut() else {
+            return Ok(());
+        };
+        if p.kind != kind {
+            return Ok(());
+        }
+        p.seen += 1;
+        if p.seen == p.nth {
+            p.fired = true;
+            return Err(io::Error::new(
+                p.error,
+                format!("injected {kind:?} fault #{}", p.nth),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(feature = "fault-injection")]
+pub use plan::{clear, inject};
+
+/// Fails if the fault plan says this call of `kind` must fail.
+#[inline]
+pub(crate) fn hit(kind: FaultKind) -> io::Result<()> {
+    #[cfg(feature = "fault-injection")]
+    {
+        plan::hit(kind)
+    }
+    #[cfg(not(feature = "fault-injection"))]
+    {
+        let _ = kind;
+        Ok(())
+    }
+}

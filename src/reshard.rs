@@ -1,0 +1,175 @@
+//! Converting a store to another shard function in place, surviving a crash
+//! at any instant.
+//!
+//! A record `.temp/reshard` ("from" and "to" functions) is written first. Then
+//! every block is renamed (no-replace) from wherever it is into the directory
+//! the new function gives; a block already in its new place is left alone, so
+//! the walk can be run again from the start at any time. When every block has
+//! moved, `SHARDING` is rewritten, emptied directories are removed, and the
+//! record is deleted. An open that finds the record runs the walk again
+//! before anything else: an interrupted reshard is always finished.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::ErrorKind;
+use std::path::Path;
+
+use crate::error::{Error, IoContext, Result};
+use crate::key::Key;
+use crate::layout::{self, SHARDING, TEMP};
+use crate::platform;
+use crate::shard::Shard;
+
+/// Name of the reshard record inside `.temp/`.
+pub(crate) const RECORD: &str = "reshard";
+
+/// What a reshard did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReshardSummary {
+    /// Blocks moved to their new directory.
+    pub moved: u64,
+    /// Blocks found twice (in the old and the new place) whose extra copy was
+    /// removed because it had the same bytes.
+    pub duplicates_removed: u64,
+    /// Blocks found twice with different bytes: the extra copy was moved to
+    /// `.quarantine/` instead of being deleted.
+    pub conflicts_quarantined: u64,
+}
+
+fn encode(from: &Shard, to: &Shard) -> String {
+    format!("flatstore-reshard 1\nfrom {from}\nto {to}\n")
+}
+
+/// Reads the record; `Ok(None)` if there is none (or only a torn one, which
+/// cannot be: it is written atomically, before any block moves).
+pub(crate) fn read_record(root: &Path) -> Result<Option<(Shard, Shard)>> {
+    let path = root.join(TEMP).join(RECORD);
+    let text = match fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("read", path, e)),
+    };
+    let bad = || Error::CorruptCommitRecord {
+        path: path.clone(),
+        reason: "not a reshard record".into(),
+    };
+    let mut lines = text.lines();
+    if lines.next() != Some("flatstore-reshard 1") {
+        return Err(bad());
+    }
+    let mut field = |name: &str| -> Result<Shard> {
+        lines
+            .next()
+            .and_then(|l| l.strip_prefix(name))
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(bad)
+    };
+    let from = field("from ")?;
+    let to = field("to ")?;
+    Ok(Some((from, to)))
+}
+
+/// Runs a whole reshard of the store at `root` from `from` to `to`: writes
+/// the record (unless resuming), moves every block, rewrites `SHARDING`,
+/// removes emptied directories and the record. `on_block` is called with the
+/// number of blocks handled so far (moved, or resolved as duplicates).
+pub(crate) fn run(
+    root: &Path,
+    from: Shard,
+    to: Shard,
+    durable: bool,
+    resume: bool,
+    on_block: &mut dyn FnMut(u64),
+) -> Result<ReshardSummary> {
+    let temp = root.join(TEMP);
+    if !resume {
+        layout::write_atomic(&temp, RECORD, encode(&from, &to).as_bytes(), true, durable)?;
+    }
+    let mut summary = ReshardSummary::default();
+    let mut touched: HashSet<String> = HashSet::new();
+    let mut seen = 0u64;
+    let mut dirs: Vec<String> = Vec::new();
+    for entry in platform::read_dir(root).ctx("read directory", root)? {
+        let entry = entry.ctx("read directory", root)?;
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        // Only directories of the old function can hold blocks to move.
+        if from.is_dir_name(&name) && entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            dirs.push(name);
+        }
+    }
+    dirs.sort();
+    for dir in &dirs {
+        let dir_path = root.join(dir);
+        let names: Vec<String> = platform::read_dir(&dir_path)
+            .ctx("read directory", &dir_path)?
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect();
+        for name in names {
+            let Some(key) = Key::from_file_name(&name) else {
+                continue;
+            };
+            // Only blocks placed by one of the two functions; anything else is foreign.
+            let (old_dir, new_dir) = (from.dir(&key), to.dir(&key));
+            if *dir != old_dir && *dir != new_dir {
+                continue;
+            }
+            if *dir == new_dir {
+                // Already in place (or moved here earlier in this run).
+                continue;
+            }
+            seen += 1;
+            let src = dir_path.join(&name);
+            let dest_dir = root.join(&new_dir);
+            let dest = dest_dir.join(&name);
+            match platform::create_dir(&dest_dir) {
+                Ok(()) => {
+                    touched.insert(String::new()); // the root gained an entry
+                }
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(Error::io("create directory", dest_dir, e)),
+            }
+            match platform::rename_noreplace(&src, &dest) {
+                Ok(()) => summary.moved += 1,
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                    let same =
+                        fs::read(&src).ctx("read", &src)? == fs::read(&dest).ctx("read", &dest)?;
+                    if same {
+                        platform::remove_file(&src).ctx("remove", &src)?;
+                        summary.duplicates_removed += 1;
+                    } else {
+                        let q = root.join(layout::QUARANTINE);
+                        fs::create_dir_all(&q).ctx("create directory", &q)?;
+                        platform::rename_replace(&src, &q.join(&name)).ctx("rename", &src)?;
+                        summary.conflicts_quarantined += 1;
+                    }
+                }
+                Err(e) => return Err(Error::io("rename", src, e)),
+            }
+            touched.insert(dir.clone());
+            touched.insert(new_dir);
+            on_block(seen);
+        }
+    }
+    if durable {
+        for d in &touched {
+            let p = root.join(d);
+            platform::sync_dir(&p).ctx("fsync", &p)?;
+        }
+    }
+    // Every block is in place: the new function becomes the store's.
+    layout::write_atomic(root, SHARDING, to.sharding_file().as_bytes(), true, durable)?;
+    for dir in &dirs {
+        // Removes only directories left empty; an error means "not empty".
+        let _ = fs::remove_dir(root.join(dir));
+    }
+    let rec = temp.join(RECORD);
+    platform::remove_file(&rec).ctx("remove", &rec)?;
+    if durable {
+        platform::sync_dir(root).ctx("fsync", root)?;
+        platform::sync_dir(&temp).ctx("fsync", &temp)?;
+    }
+    Ok(summary)
+}

@@ -1,0 +1,274 @@
+//! Fault injection: for each operation, and for each kind of filesystem call
+//! it makes, fail its 1st, 2nd, … N-th such call until the operation no
+//! longer reaches N. After every failure the store must reopen, every batch
+//! must be all or nothing, nothing acknowledged may be lost, and nothing may
+//! be left outside `.temp/` but whole blocks.
+//!
+//! The fault plan is process-wide, so this file holds one test.
+#![cfg(feature = "fault-injection")]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::ErrorKind;
+use std::path::Path;
+
+use common::{block, key_of, tempdir};
+use flatstore::fault::{self, FaultKind};
+use flatstore::{Durability, Key, Options, Shard, Store};
+
+const KINDS: [FaultKind; 7] = [
+    FaultKind::Create,
+    FaultKind::Write,
+    FaultKind::Fsync,
+    FaultKind::Rename,
+    FaultKind::Unlink,
+    FaultKind::Mkdir,
+    FaultKind::Readdir,
+];
+
+fn opts() -> Options {
+    Options::default().durability(Durability::Fsync)
+}
+
+type Blocks = BTreeMap<Key, Vec<u8>>;
+
+fn blocks(seed: u64, n: u64) -> Blocks {
+    (0..n)
+        .map(|i| {
+            let d = block(seed * 1000 + i, 50 + (i as usize * 37) % 400);
+            (key_of(&d), d)
+        })
+        .collect()
+}
+
+/// A store holding `base`, closed.
+fn base_store(root: &Path, base: &Blocks) {
+    let store = Store::open(root, opts()).unwrap();
+    let b = store.batch().unwrap();
+    for (k, d) in base {
+        b.put(k, d).unwrap();
+    }
+    b.commit().unwrap();
+    store.close().unwrap();
+}
+
+/// Reopens without faults and checks the invariants: `must` present with
+/// their bytes, `gone` absent, `group` all present or all absent, `.temp/`
+/// empty, only whole blocks outside it, counters equal to a walk.
+fn check(root: &Path, must: &Blocks, gone: &[Key], group: &Blocks, what: &str) -> bool {
+    let store = Store::open(root, opts()).unwrap_or_else(|e| panic!("{what}: reopen failed: {e}"));
+    for (k, d) in must {
+        assert_eq!(
+            store.get(k).unwrap().as_ref(),
+            Some(d),
+            "{what}: lost acknowledged block {k}"
+        );
+    }
+    for k in gone {
+        assert!(!store.has(k).unwrap(), "{what}: deleted block {k} is back");
+    }
+    let present = group.iter().filter(|(k, _)| store.has(k).unwrap()).count();
+    assert!(
+        present == 0 || present == group.len(),
+        "{what}: {present} of {} blocks of a batch",
+        group.len()
+    );
+    for (k, d) in group {
+        if let Some(got) = store.get(k).unwrap() {
+            assert_eq!(&got, d, "{what}: wrong bytes for {k}");
+        }
+    }
+    assert!(
+        common::temp_entries(root).is_empty(),
+        "{what}: .temp not empty: {:?}",
+        common::temp_entries(root)
+    );
+    let listed = common::keys(&store).len();
+    assert_eq!(
+        common::visible_data_files(root).len(),
+        listed,
+        "{what}: stray .data files"
+    );
+    let s = common::wait_exact(&store);
+    let walked: u64 = store.entries().map(|e| e.unwrap().1).sum();
+    assert_eq!(
+        (s.blocks, s.bytes),
+        (listed as u64, walked),
+        "{what}: counters"
+    );
+    store.close().unwrap();
+    present == group.len()
+}
+
+/// Runs `op` with the `n`-th call of `kind` failing; returns (whether the
+/// fault fired, whether the operation returned Ok).
+fn with_fault(kind: FaultKind, n: u64, op: impl FnOnce() -> bool) -> (bool, bool) {
+    fault::inject(kind, n, ErrorKind::Other);
+    let ok = op();
+    (fault::clear(), ok)
+}
+
+struct Tally {
+    faults: u64,
+}
+
+impl Tally {
+    /// For each kind, N = 1, 2, … until the fault no longer fires.
+    fn enumerate(&mut self, name: &str, mut trial: impl FnMut(FaultKind, u64) -> bool) {
+        for kind in KINDS {
+            for n in 1.. {
+                if !trial(kind, n) {
+                    break;
+                }
+                self.faults += 1;
+                assert!(n < 500, "{name}: {kind:?} never stops firing");
+            }
+        }
+    }
+}
+
+#[test]
+fn every_failing_call_leaves_a_consistent_store() {
+    let base = blocks(1, 12);
+    let mut tally = Tally { faults: 0 };
+
+    // put
+    tally.enumerate("put", |kind, n| {
+        let dir = tempdir();
+        let root = dir.path().join("s");
+        base_store(&root, &base);
+        let store = Store::open(&root, opts()).unwrap();
+        common::wait_exact(&store);
+        let new = blocks(2, 1);
+        let (k, d) = new.iter().next().unwrap();
+        let (fired, ok) = with_fault(kind, n, || store.put(k, d).is_ok());
+        drop(store);
+        let mut must = base.clone();
+        if ok {
+            must.extend(new.clone());
+        }
+        check(&root, &must, &[], &new, &format!("put {kind:?}#{n}"));
+        fired
+    });
+
+    // delete
+    tally.enumerate("delete", |kind, n| {
+        let dir = tempdir();
+        let root = dir.path().join("s");
+        base_store(&root, &base);
+        let store = Store::open(&root, opts()).unwrap();
+        common::wait_exact(&store);
+        let victim = base.keys().next().unwrap().clone();
+        let (fired, ok) = with_fault(kind, n, || store.delete(&victim).is_ok());
+        drop(store);
+        let mut must = base.clone();
+        must.remove(&victim);
+        let gone = if ok { vec![victim.clone()] } else { vec![] };
+        check(
+            &root,
+            &must,
+            &gone,
+            &BTreeMap::new(),
+            &format!("delete {kind:?}#{n}"),
+        );
+        fired
+    });
+
+    // batch: puts and deletes, committed under a fault.
+    tally.enumerate("batch", |kind, n| {
+        let dir = tempdir();
+        let root = dir.path().join("s");
+        base_store(&root, &base);
+        let store = Store::open(&root, opts()).unwrap();
+        common::wait_exact(&store);
+        let new = blocks(3, 20);
+        let deleted: Vec<Key> = base.keys().take(3).cloned().collect();
+        let (fired, ok) = with_fault(kind, n, || {
+            let Ok(b) = store.batch() else { return false };
+            for (k, d) in &new {
+                if b.put(k, d).is_err() {
+                    return false;
+                }
+            }
+            for k in &deleted {
+                b.delete(k).unwrap();
+            }
+            b.commit().is_ok()
+        });
+        drop(store);
+        let mut must: Blocks = base
+            .iter()
+            .filter(|(k, _)| !deleted.contains(k))
+            .map(|(k, d)| (k.clone(), d.clone()))
+            .collect();
+        if ok {
+            must.extend(new.clone());
+        }
+        let gone = if ok { deleted.clone() } else { vec![] };
+        let all = check(&root, &must, &gone, &new, &format!("batch {kind:?}#{n}"));
+        // The deletes went with the puts.
+        let store = Store::open(&root, opts()).unwrap();
+        for k in &deleted {
+            assert_eq!(
+                store.has(k).unwrap(),
+                !all,
+                "batch {kind:?}#{n}: deletes not applied with the puts"
+            );
+        }
+        fired
+    });
+
+    // open: recovery of a batch whose commit failed after its commit point.
+    tally.enumerate("open", |kind, n| {
+        let dir = tempdir();
+        let root = dir.path().join("s");
+        base_store(&root, &base);
+        let new = blocks(4, 20);
+        {
+            let store = Store::open(&root, opts()).unwrap();
+            common::wait_exact(&store);
+            let b = store.batch().unwrap();
+            for (k, d) in &new {
+                b.put(k, d).unwrap();
+            }
+            // The 5th publish fails: the commit record is there, the batch half published.
+            fault::inject(FaultKind::Rename, 8, ErrorKind::Other);
+            assert!(b.commit().is_err());
+            fault::clear();
+        }
+        std::fs::write(root.join(".temp/put-99"), b"stale").unwrap();
+        let (fired, _) = with_fault(kind, n, || Store::open(&root, opts()).is_ok());
+        let mut must = base.clone();
+        must.extend(new.clone());
+        check(&root, &must, &[], &new, &format!("open {kind:?}#{n}"));
+        fired
+    });
+
+    // reshard
+    tally.enumerate("reshard", |kind, n| {
+        let dir = tempdir();
+        let root = dir.path().join("s");
+        base_store(&root, &base);
+        let mut store = Store::open(&root, opts()).unwrap();
+        common::wait_exact(&store);
+        let (fired, ok) = with_fault(kind, n, || {
+            store.reshard(Shard::Prefix(4), &mut |_| {}).is_ok()
+        });
+        drop(store);
+        check(
+            &root,
+            &base,
+            &[],
+            &BTreeMap::new(),
+            &format!("reshard {kind:?}#{n}"),
+        );
+        let store = Store::open(&root, opts()).unwrap();
+        // Whatever happened, the next open finished (or never started) the reshard.
+        assert!(ok <= (store.shard() == Shard::Prefix(4)));
+        fired
+    });
+
+    eprintln!("faults injected: {}", tally.faults);
+    assert!(tally.faults > 100);
+}
