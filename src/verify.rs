@@ -221,7 +221,7 @@ impl Store {
         let dirs = shard_dirs(layout)?;
         let quarantine = layout.root.join(QUARANTINE);
         if options.repair {
-            match fs::create_dir(&quarantine) {
+            match platform::create_dir(&quarantine) {
                 Ok(()) if self.durable() => {
                     platform::sync_dir(&layout.root).ctx("fsync", &layout.root)?
                 }
@@ -269,7 +269,7 @@ impl Run<'_> {
     fn dir(&self, dir: &str) -> Result<VerifyReport> {
         let mut report = VerifyReport::default();
         let path = self.store.layout().shard_dir_named(dir);
-        let entries = match fs::read_dir(&path) {
+        let entries = match platform::read_dir(&path) {
             Ok(rd) => rd,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(report),
             Err(e) => {
