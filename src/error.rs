@@ -127,6 +127,16 @@ pub enum Error {
         reason: String,
     },
 
+    /// Writing a CAR to its output failed (the output is incomplete).
+    #[error("writing CAR output at byte offset {offset}: {source}")]
+    CarWrite {
+        /// Byte offset in the output where the frame being written starts.
+        offset: u64,
+        /// The writer's error.
+        #[source]
+        source: io::Error,
+    },
+
     /// A block could not be decoded to find its links.
     #[error("cannot decode block {cid}: {reason}")]
     Codec {
@@ -176,10 +186,11 @@ impl Error {
         }
     }
 
-    /// The underlying I/O error kind, if this is an I/O error.
+    /// The underlying I/O error kind, if this is an I/O error ([`Error::Io`]
+    /// or [`Error::CarWrite`]).
     pub fn io_kind(&self) -> Option<io::ErrorKind> {
         match self {
-            Error::Io { source, .. } => Some(source.kind()),
+            Error::Io { source, .. } | Error::CarWrite { source, .. } => Some(source.kind()),
             _ => None,
         }
     }

@@ -21,15 +21,40 @@
 //!
 //! See [`Store`] for the on-disk format and the promises, and [`Batch`] for
 //! batches.
+//!
+//! # CIDs, CAR files, verify
+//! [`Store::put_block`] and [`Store::get_block`] address blocks by
+//! [`Cid`](cid::Cid) and check the data against the CID's multihash
+//! (sha2-256, sha2-512, blake3; identity CIDs are never written).
+//! [`Store::import_car`] streams a CAR into one atomic batch,
+//! [`Store::export_car`] writes the DAG under a root as a CAR, and
+//! [`Store::verify`] re-hashes every block and can quarantine damaged ones.
+//!
+//! ```no_run
+//! use flatstore::{ImportOptions, Options, Store, VerifyOptions};
+//!
+//! let store = Store::open("blocks", Options::default())?;
+//! let car = std::fs::File::open("dag.car")?;
+//! let summary = store.import_car(car, &ImportOptions::new())?; // all or nothing
+//! let mut out = Vec::new();
+//! store.export_car(&summary.roots[0], &mut out, |_| {})?;
+//! let report = store.verify(&VerifyOptions::new().repair(true))?;
+//! println!("{} blocks ok, {} problems", report.ok, report.problems());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![warn(missing_docs, unreachable_pub, rustdoc::broken_intra_doc_links)]
 
 mod batch;
+mod block;
+pub mod car;
+pub mod dag;
 mod error;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
 #[cfg(not(feature = "fault-injection"))]
 mod fault;
 mod files;
+pub mod hash;
 mod key;
 mod layout;
 mod listing;
@@ -42,8 +67,14 @@ mod reshard;
 mod shard;
 mod store;
 mod usage;
+mod verify;
 
 pub use batch::{Batch, CommitSummary};
+pub use block::{check_block, is_identity};
+pub use car::{
+    CarReader, CarWriter, ExportProgress, ExportSummary, ImportOptions, ImportProgress,
+    ImportSummary,
+};
 pub use error::{Error, Result};
 pub use key::{Key, MAX_KEY_LEN};
 pub use options::{Durability, Options};
@@ -51,6 +82,7 @@ pub use reshard::ReshardSummary;
 pub use shard::Shard;
 pub use store::{BlockReader, Entries, Keys, Store};
 pub use usage::{Accuracy, Stats};
+pub use verify::{Finding, VerifyOptions, VerifyProgress, VerifyReport};
 
 /// Re-export of the `cid` crate, whose [`Cid`](cid::Cid) type the CID-level API uses.
 pub use cid;

@@ -490,6 +490,31 @@ impl Store {
         Ok(true)
     }
 
+    /// Moves `key`'s block file out of the store to `dest` (a path inside
+    /// the root, on the same filesystem) without replacing anything there,
+    /// and counts it out of the counters. Returns the size moved, or `None`
+    /// if the block is absent. Under Fsync both directories are fsynced.
+    /// For `verify --repair`, which quarantines damaged blocks.
+    pub(crate) fn move_block_out(&self, key: &Key, dest: &Path) -> Result<Option<u64>> {
+        self.check_writable()?;
+        let path = self.inner.layout.block_path(key);
+        let _permit = self.inner.gate.acquire();
+        match platform::rename_noreplace(&path, dest) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("rename", path, e)),
+        }
+        let size = fs::metadata(dest).map(|m| m.len()).unwrap_or(0);
+        self.inner.usage.add(-1, -(size as i64));
+        if self.durable() {
+            self.sync_shard_dir(key)?;
+            if let Some(dir) = dest.parent() {
+                platform::sync_dir(dir).ctx("fsync", dir)?;
+            }
+        }
+        Ok(Some(size))
+    }
+
     /// Streams the keys of every block, one shard directory at a time (the
     /// whole store is never held in memory). Foreign files, dot-files, temp
     /// files and files in the wrong shard directory are skipped. Blocks added
