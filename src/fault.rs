@@ -10,6 +10,7 @@ use std::io;
 
 /// The kinds of filesystem call that can be made to fail.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(not(feature = "fault-injection"), allow(unreachable_pub))]
 pub enum FaultKind {
     /// Creating a file.
     Create,
