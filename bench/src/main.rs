@@ -26,6 +26,8 @@ use anyhow::{bail, Context, Result};
 pub struct Config {
     pub smoke: bool,
     pub runs: usize,
+    /// Runs of the writing workloads (W1, W2, W7), which take longest.
+    pub write_runs: Option<usize>,
     pub dir: Option<PathBuf>,
     pub keep: bool,
     pub write: Option<PathBuf>,
@@ -50,6 +52,7 @@ USAGE (from the repository root):
 OPTIONS:
     --smoke            tiny sizes, 2 runs, writes nothing (a few seconds)
     --runs N           runs per implementation and workload (default 5)
+    --write-runs N     runs of the writing workloads W1, W2, W7 (default: --runs)
     --dir DIR          where stores are made (default: ./target/ of the
                        current directory; keep it off tmpfs)
     --keep             keep the stores afterwards
@@ -77,6 +80,7 @@ fn parse_args(args: Vec<String>) -> Result<Option<Config>> {
     let mut c = Config {
         smoke,
         runs: if smoke { 2 } else { 5 },
+        write_runs: None,
         dir: None,
         keep: false,
         write: (!smoke)
@@ -108,6 +112,7 @@ fn parse_args(args: Vec<String>) -> Result<Option<Config>> {
             }
             "--smoke" => {}
             "--runs" => c.runs = value()?.parse()?,
+            "--write-runs" => c.write_runs = Some(value()?.parse()?),
             "--dir" => c.dir = Some(value()?.into()),
             "--keep" => c.keep = true,
             "--write" => c.write = Some(value()?.into()),
@@ -131,7 +136,7 @@ fn parse_args(args: Vec<String>) -> Result<Option<Config>> {
             other => bail!("unknown argument {other:?}\n\n{USAGE}"),
         }
     }
-    if c.runs == 0 {
+    if c.runs == 0 || c.write_runs == Some(0) {
         bail!("--runs must be at least 1");
     }
     Ok(Some(c))

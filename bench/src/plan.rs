@@ -96,6 +96,7 @@ pub fn run(config: &Config) -> Result<()> {
         kernel: sys::kernel(),
         filesystem,
         runs: config.runs,
+        write_runs: config.write_runs,
         took: started.elapsed(),
         versions: versions(),
         smoke: config.smoke,
@@ -289,6 +290,11 @@ impl Harness<'_> {
     }
 
     fn log(&self, row: &Row, run: usize, s: &Sample) {
+        let runs = if row.runs > 0 {
+            row.runs
+        } else {
+            self.config.runs
+        };
         let what = match (&s.error, s.ns) {
             (Some(e), _) => format!("ERROR {e}"),
             (None, Some(ns)) => report::fmt_ns(ns as f64),
@@ -302,7 +308,7 @@ impl Harness<'_> {
                 .map(|s| format!(", {}", s.name()))
                 .unwrap_or_default(),
             run + 1,
-            self.config.runs,
+            runs,
             s.subject
         );
     }
@@ -331,7 +337,9 @@ impl Harness<'_> {
             .filter(|n| !names.contains(n))
             .collect();
         row.memory = true;
-        for run in 0..self.config.runs {
+        let runs = self.config.write_runs.unwrap_or(self.config.runs);
+        row.runs = runs;
+        for run in 0..runs {
             for subject in self.order(&names, run) {
                 let dir = self.next_dir(&format!("{id}-{subject}"));
                 let mut s =

@@ -58,6 +58,8 @@ pub struct Row {
     /// Whether the memory table shows this row.
     pub memory: bool,
     pub skipped: Option<String>,
+    /// Runs of this row, when it differs from the harness's `--runs` (0: same).
+    pub runs: usize,
 }
 
 impl Row {
@@ -71,6 +73,7 @@ impl Row {
             unsupported: Vec::new(),
             memory: false,
             skipped: None,
+            runs: 0,
         }
     }
 
@@ -177,6 +180,7 @@ pub struct Facts {
     pub kernel: String,
     pub filesystem: String,
     pub runs: usize,
+    pub write_runs: Option<usize>,
     pub took: Duration,
     pub versions: Vec<(String, String)>,
     pub smoke: bool,
@@ -230,13 +234,19 @@ pub fn render(facts: &Facts, rows: &[Row], subjects: &[&str]) -> String {
     );
     let _ = writeln!(out, "- Bench directory: {}", facts.filesystem);
     let _ = writeln!(out, "- Peers: {}", versions.join(", "));
+    let runs = match facts.write_runs {
+        Some(w) if w != facts.runs => format!(
+            "{} runs ({w} for the writing workloads W1, W2, W7)",
+            facts.runs
+        ),
+        _ => format!("{} runs", facts.runs),
+    };
     let _ = writeln!(
         out,
-        "- {} runs per implementation and workload, alternating (the order rotates each run), \
+        "- {runs} per implementation and workload, alternating (the order rotates each run), \
          each in its own process; a cell is the median time, and in brackets the median over \
          runs of the ratio to the floor measured in the same run (1.00× = as fast as the bare \
-         system calls; lower is faster).",
-        facts.runs
+         system calls; lower is faster)."
     );
     out.push_str("\n### Time\n\n");
     header(&mut out, subjects);

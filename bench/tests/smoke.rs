@@ -30,7 +30,10 @@ fn smoke_run_measures_everything() {
     ] {
         assert!(stdout.contains(row), "no row {row:?} in:\n{stdout}");
     }
-    assert!(!stdout.contains("failed"), "a measurement failed:\n{stdout}\n{stderr}");
+    assert!(
+        !stdout.contains("failed"),
+        "a measurement failed:\n{stdout}\n{stderr}"
+    );
     assert!(!stderr.contains("ERROR"), "a measurement failed:\n{stderr}");
     // The stores are removed afterwards.
     let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
