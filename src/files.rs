@@ -2,17 +2,22 @@
 //! retry with backoff when the process runs out of them anyway.
 
 use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Condvar, Mutex};
 use std::thread;
 use std::time::Duration;
 
 use crate::platform;
 
-/// A counting semaphore on open files.
+/// A counting semaphore on open files. Taking and giving back a slot is one
+/// atomic operation each; the mutex and condition variable are used only
+/// when the cap is reached.
 #[derive(Debug)]
 pub(crate) struct FileGate {
     limit: usize,
-    used: Mutex<usize>,
+    used: AtomicUsize,
+    waiters: AtomicUsize,
+    lock: Mutex<()>,
     freed: Condvar,
 }
 
@@ -29,27 +34,51 @@ impl FileGate {
         });
         FileGate {
             limit,
-            used: Mutex::new(0),
+            used: AtomicUsize::new(0),
+            waiters: AtomicUsize::new(0),
+            lock: Mutex::new(()),
             freed: Condvar::new(),
         }
     }
 
-    pub(crate) fn acquire(&self) -> Permit<'_> {
-        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
-        while *used >= self.limit {
-            used = self.freed.wait(used).unwrap_or_else(|e| e.into_inner());
+    fn try_take(&self) -> bool {
+        let mut cur = self.used.load(SeqCst);
+        while cur < self.limit {
+            match self
+                .used
+                .compare_exchange_weak(cur, cur + 1, SeqCst, SeqCst)
+            {
+                Ok(_) => return true,
+                Err(now) => cur = now,
+            }
         }
-        *used += 1;
+        false
+    }
+
+    pub(crate) fn acquire(&self) -> Permit<'_> {
+        if self.try_take() {
+            return Permit(self);
+        }
+        let mut guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        // Announce the wait before looking again, so a release either sees
+        // the waiter or frees the slot this look finds.
+        self.waiters.fetch_add(1, SeqCst);
+        while !self.try_take() {
+            guard = self.freed.wait(guard).unwrap_or_else(|e| e.into_inner());
+        }
+        self.waiters.fetch_sub(1, SeqCst);
         Permit(self)
     }
 }
 
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
-        let mut used = self.0.used.lock().unwrap_or_else(|e| e.into_inner());
-        *used -= 1;
-        drop(used);
-        self.0.freed.notify_one();
+        let gate = self.0;
+        gate.used.fetch_sub(1, SeqCst);
+        if gate.waiters.load(SeqCst) > 0 {
+            let _guard = gate.lock.lock().unwrap_or_else(|e| e.into_inner());
+            gate.freed.notify_one();
+        }
     }
 }
 

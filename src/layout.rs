@@ -62,17 +62,26 @@ impl Layout {
     pub(crate) fn block_path(&self, key: &Key) -> PathBuf {
         let root = self.root.as_os_str();
         let k = key.as_str();
+        let (left, mid, right) = self.shard.dir_parts(k);
         let mut s = std::ffi::OsString::with_capacity(
             root.len() + self.shard.param() + k.len() + DATA_EXT.len() + 2,
         );
+        const PAD: &str = "________________________________";
+        let pad = |s: &mut std::ffi::OsString, mut n: usize| {
+            while n > 0 {
+                let take = n.min(PAD.len());
+                s.push(&PAD[..take]);
+                n -= take;
+            }
+        };
         s.push(root);
-        let mut rel = String::with_capacity(self.shard.param() + k.len() + DATA_EXT.len() + 2);
-        rel.push(std::path::MAIN_SEPARATOR);
-        self.shard.push_dir(k, &mut rel);
-        rel.push(std::path::MAIN_SEPARATOR);
-        rel.push_str(k);
-        rel.push_str(DATA_EXT);
-        s.push(rel);
+        s.push(std::path::MAIN_SEPARATOR_STR);
+        pad(&mut s, left);
+        s.push(mid);
+        pad(&mut s, right);
+        s.push(std::path::MAIN_SEPARATOR_STR);
+        s.push(k);
+        s.push(DATA_EXT);
         PathBuf::from(s)
     }
 

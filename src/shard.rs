@@ -70,6 +70,28 @@ impl Shard {
         }
     }
 
+    /// The directory name for `key` as (left padding, a slice of the key,
+    /// right padding): no allocation.
+    pub(crate) fn dir_parts<'k>(&self, key: &'k str) -> (usize, &'k str, usize) {
+        let len = key.len();
+        match *self {
+            Shard::Prefix(n) => {
+                let take = n.min(len);
+                (0, &key[..take], n - take)
+            }
+            Shard::Suffix(n) => {
+                let take = n.min(len);
+                (n - take, &key[len - take..], 0)
+            }
+            Shard::NextToLast(n) => {
+                // The window [len-1-n, len-1) of the key, padded on the left.
+                let end = len - 1;
+                let start = end.saturating_sub(n);
+                (n - (end - start), &key[start..end], 0)
+            }
+        }
+    }
+
     /// Appends the directory name for `key` to `out` (no allocation on the hot path).
     pub(crate) fn push_dir(&self, key: &str, out: &mut String) {
         let k = key.as_bytes();
@@ -220,6 +242,12 @@ mod tests {
             for k in ["A", "AB", "ABC", "CIQABCDEFGHIJ", "Z=-+_"] {
                 let d = dir(s, k);
                 assert!(s.dir_matches(k, &d), "{s} {k}");
+                let (l, m, r) = s.dir_parts(k);
+                assert_eq!(
+                    format!("{}{m}{}", "_".repeat(l), "_".repeat(r)),
+                    d,
+                    "{s} {k}"
+                );
                 assert!(!s.dir_matches(k, "%%"), "{s} {k}");
                 let mut other = d.clone().into_bytes();
                 other[0] = if other[0] == b'Q' { b'R' } else { b'Q' };

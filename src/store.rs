@@ -399,8 +399,13 @@ impl Store {
             return Ok(None);
         };
         let len = f.metadata().ctx("stat", &path)?.len();
+        // Blocks never change in place: read exactly `len` bytes, without the
+        // size probing of File::read_to_end (another statx and an lseek).
         let mut buf = Vec::with_capacity(len as usize);
-        f.read_to_end(&mut buf).ctx("read", &path)?;
+        (&mut f)
+            .take(len)
+            .read_to_end(&mut buf)
+            .ctx("read", &path)?;
         Ok(Some(buf))
     }
 
