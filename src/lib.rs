@@ -23,6 +23,8 @@
 //! batches.
 #![warn(missing_docs, unreachable_pub, rustdoc::broken_intra_doc_links)]
 
+#[cfg(any(feature = "fvm", feature = "blockstore"))]
+pub mod adapters;
 mod batch;
 mod error;
 mod files;
