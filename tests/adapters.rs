@@ -572,3 +572,98 @@ mod asynchronous {
         assert!(block_on(Blockstore::has(&ro, &sha_cid(RAW, b"kept"))).unwrap());
     }
 }
+
+/// Without a runtime, the async trait does its work inline: the future is
+/// ready at its first poll (also with the `tokio` feature, outside a runtime).
+#[cfg(feature = "blockstore")]
+#[test]
+fn without_a_runtime_futures_are_ready_at_first_poll() {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+
+    let dir = tempdir();
+    let store = Store::open(dir.path().join("s"), Options::default()).unwrap();
+    let data = common::block(1, 1 << 20);
+    let cid = sha_cid(RAW, &data);
+    let mut cx = Context::from_waker(Waker::noop());
+    let put = std::pin::pin!(blockstore::Blockstore::put_keyed(&store, &cid, &data));
+    assert!(matches!(put.poll(&mut cx), Poll::Ready(Ok(()))));
+    let get = std::pin::pin!(blockstore::Blockstore::get(&store, &cid));
+    assert!(matches!(get.poll(&mut cx), Poll::Ready(Ok(Some(d))) if d == data));
+}
+
+#[cfg(feature = "tokio")]
+mod on_tokio {
+    use std::future::Future;
+    use std::sync::OnceLock;
+    use std::task::{Context, Waker};
+
+    use blockstore::Blockstore;
+
+    use super::*;
+
+    fn runtime() -> &'static tokio::runtime::Runtime {
+        static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+        RT.get_or_init(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap()
+        })
+    }
+
+    /// The async trait driven by a Tokio runtime (work on its blocking pool).
+    struct OnTokio<'a>(&'a Store);
+
+    impl Api for OnTokio<'_> {
+        fn get(&self, cid: &Cid) -> Result<Option<Vec<u8>>, String> {
+            runtime()
+                .block_on(Blockstore::get(self.0, cid))
+                .map_err(|e| e.to_string())
+        }
+        fn has(&self, cid: &Cid) -> Result<bool, String> {
+            runtime()
+                .block_on(Blockstore::has(self.0, cid))
+                .map_err(|e| e.to_string())
+        }
+        fn put_keyed(&self, cid: &Cid, data: &[u8]) -> Result<(), String> {
+            runtime()
+                .block_on(self.0.put_keyed(cid, data))
+                .map_err(|e| e.to_string())
+        }
+        fn put_many_keyed(&self, blocks: Vec<(Cid, Vec<u8>)>) -> Result<(), String> {
+            runtime()
+                .block_on(self.0.put_many_keyed(blocks))
+                .map_err(|e| e.to_string())
+        }
+    }
+
+    #[test]
+    fn conformance() {
+        suite::run_all(&|s| Box::new(OnTokio(s)));
+    }
+
+    /// Inside a runtime, a fsynced 1 MiB put is not done at the first poll:
+    /// it runs on the blocking pool while the future waits. Then remove and
+    /// close work there too.
+    #[test]
+    fn inside_a_runtime_the_work_leaves_the_polling_thread() {
+        let dir = tempdir();
+        let root = dir.path().join("s");
+        let store = Store::open(&root, opts(Durability::Fsync)).unwrap();
+        let data = common::block(7, 1 << 20);
+        let cid = sha_cid(RAW, &data);
+        let _guard = runtime().enter();
+        {
+            let mut put = std::pin::pin!(store.put_keyed(&cid, &data));
+            let mut cx = Context::from_waker(Waker::noop());
+            assert!(put.as_mut().poll(&mut cx).is_pending());
+            runtime().block_on(put).unwrap();
+        }
+        assert_eq!(store.get(&Key::from_cid(&cid)).unwrap().unwrap(), data);
+        runtime().block_on(store.remove(&cid)).unwrap();
+        assert!(!store.has(&Key::from_cid(&cid)).unwrap());
+        runtime().block_on(Blockstore::close(store)).unwrap();
+        // The lock is released: the store opens again.
+        Store::open(&root, Options::default()).unwrap();
+    }
+}

@@ -5,7 +5,7 @@ use ::blockstore::cond_send::{CondSend, CondSync};
 use ::blockstore::Blockstore;
 use cid::CidGeneric;
 
-use super::{check_inline, put_all, Slot};
+use super::{check_inline, stage_all, Slot, Staged};
 use crate::error::Error;
 use crate::key::Key;
 use crate::store::Store;
@@ -16,6 +16,55 @@ type BsResult<T> = ::blockstore::Result<T>;
 /// digest is longer than 64 bytes.
 fn slot<const S: usize>(cid: &CidGeneric<S>) -> BsResult<Slot<'_>> {
     Slot::of(cid.hash()).ok_or(::blockstore::Error::CidTooLarge)
+}
+
+/// Runs a blocking store call: on Tokio's blocking pool when the `tokio`
+/// feature is on and the caller is inside a Tokio runtime; inline otherwise.
+async fn offload<T, F>(f: F) -> BsResult<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> crate::Result<T> + Send + 'static,
+{
+    #[cfg(feature = "tokio")]
+    if let Ok(handle) = tokio::runtime::Handle::try_current() {
+        return match handle.spawn_blocking(f).await {
+            Ok(r) => r.map_err(Into::into),
+            Err(e) => Err(::blockstore::Error::ExecutorError(e.to_string())),
+        };
+    }
+    Ok(f()?)
+}
+
+/// Whether [`offload`] would leave the calling thread (so borrowed data must
+/// be copied first).
+fn offloads() -> bool {
+    #[cfg(feature = "tokio")]
+    {
+        tokio::runtime::Handle::try_current().is_ok()
+    }
+    #[cfg(not(feature = "tokio"))]
+    {
+        false
+    }
+}
+
+/// Stores one block (already known not to be an identity block).
+async fn put_one(store: &Store, key: Key, data: &[u8]) -> BsResult<()> {
+    if offloads() {
+        let (store, data) = (store.clone(), data.to_vec());
+        offload(move || store.put(&key, &data)).await
+    } else {
+        Ok(store.put(&key, data)?)
+    }
+}
+
+/// Makes the staged writes of a bulk put visible.
+async fn finish<D: AsRef<[u8]>>(store: &Store, staged: Staged<D>) -> BsResult<()> {
+    match staged {
+        Staged::Nothing => Ok(()),
+        Staged::One(key, data) => put_one(store, key, data.as_ref()).await,
+        Staged::Batch(batch) => offload(move || batch.commit().map(|_| ())).await,
+    }
 }
 
 /// The data of a block, as a byte slice.
@@ -49,16 +98,26 @@ fn stored<const S: usize, D: AsRef<[u8]>>(
 /// The async block-store trait of beetswap and lumina, on the store itself.
 ///
 /// # Async
-/// No runtime is needed and none is started: each method does its work —
-/// short blocking filesystem calls, like [`Store::get`] or [`Store::put`] —
-/// inline when its future is first polled, and is then ready. This is the
-/// same trade-off as calling `std::fs` from async code: a read or a put
-/// blocks the polling thread for the time of a few system calls (under
-/// [`Durability::Fsync`](crate::Durability::Fsync), a put also waits for its
-/// fsyncs, and a large `put_many_keyed` for its whole batch commit). On a
-/// multi-threaded runtime that is usually fine; to keep an executor thread
-/// free, run the call on a blocking pool (e.g. Tokio's `spawn_blocking`
-/// around a clone of the store, which is cheap).
+/// No runtime is needed and none is started. By default each method does
+/// its work — short blocking filesystem calls, like [`Store::get`] or
+/// [`Store::put`] — inline when its future is first polled, and is then
+/// ready. This is the same trade-off as calling `std::fs` from async code: a
+/// read or a put blocks the polling thread for the time of a few system calls
+/// (under [`Durability::Fsync`](crate::Durability::Fsync) a put also waits for
+/// its fsyncs, and a bulk put for its batch commit).
+///
+/// With the `tokio` feature, a call made inside a Tokio runtime runs its
+/// blocking part on Tokio's blocking pool (`spawn_blocking`) instead, so the
+/// executor's threads stay free; the data of a put is then copied once. A
+/// call made outside a runtime still runs inline. Either way the promises
+/// below hold; a future dropped while its work runs on the pool does not
+/// stop that work (a put still completes, whole or not at all). A panic on
+/// the pool is reported as
+/// [`ExecutorError`](::blockstore::Error::ExecutorError).
+///
+/// A bulk put stages its blocks on the calling thread (the batch's writers
+/// run in the background; staging waits only when the batch's memory cap is
+/// reached) and commits on the pool.
 ///
 /// # Semantics
 /// See [`adapters`](crate::adapters): keys are the CID's multihash (CIDs of
@@ -76,7 +135,10 @@ impl Blockstore for Store {
     async fn get<const S: usize>(&self, cid: &CidGeneric<S>) -> BsResult<Option<Vec<u8>>> {
         match slot(cid)? {
             Slot::Inline(digest) => Ok(Some(digest.to_vec())),
-            Slot::Stored(key) => Ok(Store::get(self, &key)?),
+            Slot::Stored(key) => {
+                let store = self.clone();
+                offload(move || store.get(&key)).await
+            }
         }
     }
 
@@ -86,7 +148,7 @@ impl Blockstore for Store {
     async fn put_keyed<const S: usize>(&self, cid: &CidGeneric<S>, data: &[u8]) -> BsResult<()> {
         match slot(cid)? {
             Slot::Inline(digest) => Ok(check_inline(cid, digest, data)?),
-            Slot::Stored(key) => Ok(Store::put(self, &key, data)?),
+            Slot::Stored(key) => put_one(self, key, data).await,
         }
     }
 
@@ -95,7 +157,10 @@ impl Blockstore for Store {
     async fn remove<const S: usize>(&self, cid: &CidGeneric<S>) -> BsResult<()> {
         match slot(cid)? {
             Slot::Inline(_) => Ok(()),
-            Slot::Stored(key) => Store::delete(self, &key).map(|_| ()).map_err(Into::into),
+            Slot::Stored(key) => {
+                let store = self.clone();
+                offload(move || store.delete(&key).map(|_| ())).await
+            }
         }
     }
 
@@ -104,7 +169,10 @@ impl Blockstore for Store {
     async fn has<const S: usize>(&self, cid: &CidGeneric<S>) -> BsResult<bool> {
         match slot(cid)? {
             Slot::Inline(_) => Ok(true),
-            Slot::Stored(key) => Ok(Store::has(self, &key)?),
+            Slot::Stored(key) => {
+                let store = self.clone();
+                offload(move || store.has(&key)).await
+            }
         }
     }
 
@@ -121,7 +189,8 @@ impl Blockstore for Store {
             let cid = b.cid()?;
             Ok((cid, Data::<S, B>(b)))
         });
-        put_all(self, stored(items))
+        let staged = stage_all(self, stored(items))?;
+        finish(self, staged).await
     }
 
     /// Stores every block, all or nothing: two or more blocks go through one
@@ -134,13 +203,14 @@ impl Blockstore for Store {
         I: IntoIterator<Item = (CidGeneric<S>, D)> + CondSend,
         <I as IntoIterator>::IntoIter: Send,
     {
-        put_all(self, stored(blocks.into_iter().map(Ok)))
+        let staged = stage_all(self, stored(blocks.into_iter().map(Ok)))?;
+        finish(self, staged).await
     }
 
     /// Closes this handle, like [`Store::close`]: when it is the last one,
     /// the counters are persisted and the lock is released.
     async fn close(self) -> BsResult<()> {
-        Ok(Store::close(self)?)
+        offload(move || Store::close(self)).await
     }
 }
 

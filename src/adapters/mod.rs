@@ -6,7 +6,11 @@
 //! | `fvm` | [`fvm_ipld_blockstore::Blockstore`] (0.3) | sync, `anyhow` errors | FVM, Forest, the Filecoin HAMT/AMT/CAR crates |
 //! | `blockstore` | [`blockstore::Blockstore`] (0.8) | async, [`blockstore::Error`] | beetswap, lumina |
 //!
-//! Neither feature is on by default; a plain build of the crate compiles
+//! The `tokio` feature (which implies `blockstore`) runs the async trait's
+//! blocking filesystem calls on Tokio's blocking pool when called inside a
+//! Tokio runtime; without it they run inline and no runtime is needed.
+//!
+//! None of these features is on by default; a plain build of the crate compiles
 //! none of these dependencies. This module holds no items of its own: it
 //! documents what both implementations promise.
 //!
@@ -123,9 +127,10 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// Puts every block of `items` into `store`, all or nothing (see the module
-/// documentation): identity blocks are checked and skipped, one stored block
-/// is a plain put, two or more go through one batch. An `Err` item, or a
-/// refused block, abandons the batch.
+/// documentation): identity blocks are checked and skipped (by the caller),
+/// one stored block is a plain put, two or more go through one batch. An
+/// `Err` item, or a refused block, abandons the batch.
+#[cfg(feature = "fvm")]
 pub(crate) fn put_all<E, D>(
     store: &Store,
     items: impl IntoIterator<Item = std::result::Result<(Key, D), E>>,
@@ -134,24 +139,49 @@ where
     E: From<Error>,
     D: AsRef<[u8]>,
 {
-    let mut first: Option<(Key, D)> = None;
-    let mut batch: Option<Batch> = None;
+    match stage_all(store, items)? {
+        Staged::Nothing => Ok(()),
+        Staged::One(key, data) => store.put(&key, data.as_ref()).map_err(E::from),
+        Staged::Batch(batch) => batch.commit().map(|_| ()).map_err(E::from),
+    }
+}
+
+/// The writes of a bulk put once every block has been staged.
+pub(crate) enum Staged<D> {
+    /// No block to store (none, or only identity blocks).
+    Nothing,
+    /// One block: a plain put does it atomically.
+    One(Key, D),
+    /// Two or more, staged in a batch that still has to be committed.
+    Batch(Batch),
+}
+
+/// Stages every block of `items`: nothing is visible until the caller puts
+/// the one block or commits the batch. On an error the batch is dropped, which discards it.
+pub(crate) fn stage_all<E, D>(
+    store: &Store,
+    items: impl IntoIterator<Item = std::result::Result<(Key, D), E>>,
+) -> std::result::Result<Staged<D>, E>
+where
+    E: From<Error>,
+    D: AsRef<[u8]>,
+{
+    let mut staged = Staged::Nothing;
     for item in items {
         let (key, data) = item?;
-        if let Some(batch) = &batch {
-            batch.put(&key, data.as_ref())?;
-        } else if let Some((k0, d0)) = first.take() {
-            let b = store.batch()?;
-            b.put(&k0, d0.as_ref())?;
-            b.put(&key, data.as_ref())?;
-            batch = Some(b);
-        } else {
-            first = Some((key, data));
-        }
+        staged = match staged {
+            Staged::Nothing => Staged::One(key, data),
+            Staged::One(k0, d0) => {
+                let batch = store.batch()?;
+                batch.put(&k0, d0.as_ref())?;
+                batch.put(&key, data.as_ref())?;
+                Staged::Batch(batch)
+            }
+            Staged::Batch(batch) => {
+                batch.put(&key, data.as_ref())?;
+                Staged::Batch(batch)
+            }
+        };
     }
-    match (batch, first) {
-        (Some(batch), _) => batch.commit().map(|_| ()).map_err(E::from),
-        (None, Some((key, data))) => store.put(&key, data.as_ref()).map_err(E::from),
-        (None, None) => Ok(()),
-    }
+    Ok(staged)
 }
