@@ -220,7 +220,7 @@ impl Blockstore for Store {
 ///
 /// - [`Error::HashMismatch`] (an identity CID whose data differs) becomes
 ///   [`CidError::InvalidCid`] inside
-///   [`blockstore::Error::CidError`](::blockstore::Error::CidError);
+///   [`blockstore::Error::CidError`];
 /// - [`Error::CorruptCommitRecord`] becomes
 ///   [`StoredDataError`](::blockstore::Error::StoredDataError);
 /// - everything else ([`Error::ReadOnly`], [`Error::Io`], ...) becomes

@@ -3,8 +3,8 @@
 //!
 //! | feature | trait | style | used by |
 //! |---|---|---|---|
-//! | `fvm` | [`fvm_ipld_blockstore::Blockstore`] (0.3) | sync, `anyhow` errors | FVM, Forest, the Filecoin HAMT/AMT/CAR crates |
-//! | `blockstore` | [`blockstore::Blockstore`] (0.8) | async, [`blockstore::Error`] | beetswap, lumina |
+//! | `fvm` | [`fvm_ipld_blockstore::Blockstore`](https://docs.rs/fvm_ipld_blockstore/0.3/fvm_ipld_blockstore/trait.Blockstore.html) (0.3) | sync, `anyhow` errors | FVM, Forest, the Filecoin HAMT/AMT/CAR crates |
+//! | `blockstore` | [`blockstore::Blockstore`](https://docs.rs/blockstore/0.8/blockstore/trait.Blockstore.html) (0.8) | async, [`blockstore::Error`](https://docs.rs/blockstore/0.8/blockstore/enum.Error.html) | beetswap, lumina |
 //!
 //! The `tokio` feature (which implies `blockstore`) runs the async trait's
 //! blocking filesystem calls on Tokio's blocking pool when called inside a
@@ -16,7 +16,7 @@
 //!
 //! # Keys
 //! A CID is stored under the key of its **multihash**
-//! ([`Key::from_cid`](crate::Key::from_cid)), as Kubo does: the CID's version
+//! ([`Key::from_cid`]), as Kubo does: the CID's version
 //! and codec are not part of the key, so a CIDv0 and every CIDv1 with the same
 //! multihash name one block, and a block written through a trait is read by
 //! [`Store::get`] with that key (and the other way round). Multihash digests
@@ -43,7 +43,7 @@
 //!
 //! # Atomic bulk puts
 //! `put_many_keyed` (and `put_many`) puts all of its blocks or none of them:
-//! two or more blocks go through one [`Batch`](crate::Batch), committed at the
+//! two or more blocks go through one [`Batch`], committed at the
 //! end, atomically across crashes; a single block is a plain
 //! [`Store::put`], which is atomic by itself. If any item is refused midway
 //! (an identity CID whose data does not match, a multihash too large, a
@@ -58,7 +58,7 @@
 //!
 //! # Calling the trait methods on a `Store`
 //! `Store` has inherent methods of the same names (`get`, `has`, `put`,
-//! `close`) that take a [`Key`](crate::Key); method-call syntax picks those
+//! `close`) that take a [`Key`]; method-call syntax picks those
 //! first. Generic code (`fn f(bs: &impl Blockstore)`) is unaffected; on a
 //! concrete `Store`, call the trait's method by path, e.g.
 //! `Blockstore::get(&store, &cid)`.
