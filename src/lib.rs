@@ -21,6 +21,16 @@
 //!
 //! See [`Store`] for the on-disk format and the promises, and [`Batch`] for
 //! batches.
+//!
+//! # Cargo features
+//! None is on by default; each adds the ecosystem's block-store trait for
+//! [`Store`] (documented in the `adapters` module, present when one is on):
+//! - `fvm`: `fvm_ipld_blockstore::Blockstore` (sync; FVM, Forest, the
+//!   Filecoin HAMT/AMT/CAR crates).
+//! - `blockstore`: `blockstore::Blockstore` (async; beetswap, lumina), with
+//!   no async runtime required.
+//! - `tokio` (implies `blockstore`): inside a Tokio runtime, that trait runs
+//!   its blocking filesystem calls on Tokio's blocking pool.
 #![warn(missing_docs, unreachable_pub, rustdoc::broken_intra_doc_links)]
 
 #[cfg(any(feature = "fvm", feature = "blockstore"))]
