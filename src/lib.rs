@@ -42,8 +42,22 @@
 //! println!("{} blocks ok, {} problems", report.ok, report.problems());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! # Cargo features
+//! None is on by default; each adds the ecosystem's block-store trait for
+//! [`Store`] (documented in the `adapters` module, present when one is on):
+//! - `fvm`: `fvm_ipld_blockstore::Blockstore` (sync; FVM, Forest, the
+//!   Filecoin HAMT/AMT/CAR crates).
+//! - `blockstore`: `blockstore::Blockstore` (async; beetswap, lumina), with
+//!   no async runtime required.
+//! - `tokio` (implies `blockstore`): inside a Tokio runtime, that trait runs
+//!   its blocking filesystem calls on Tokio's blocking pool.
+//! - `cli`: the `flatstore` command-line tool.
+//! - `fault-injection`: a test-only seam that makes chosen filesystem calls fail.
 #![warn(missing_docs, unreachable_pub, rustdoc::broken_intra_doc_links)]
 
+#[cfg(any(feature = "fvm", feature = "blockstore"))]
+pub mod adapters;
 mod batch;
 mod block;
 pub mod car;
