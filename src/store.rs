@@ -356,6 +356,25 @@ impl Store {
         Ok(())
     }
 
+    /// Creates the named shard directories that are missing; under Fsync,
+    /// makes the root durable once if any was created.
+    pub(crate) fn create_shard_dirs(&self, names: impl IntoIterator<Item = String>) -> Result<()> {
+        let mut created = false;
+        for name in names {
+            let dir = self.inner.layout.shard_dir_named(&name);
+            match platform::create_dir(&dir) {
+                Ok(()) => created = true,
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(Error::io("create directory", dir, e)),
+            }
+        }
+        if created && self.durable() {
+            let root = &self.inner.layout.root;
+            platform::sync_dir(root).ctx("fsync", root)?;
+        }
+        Ok(())
+    }
+
     /// Fsyncs `key`'s shard directory, and the root the first time this
     /// handle touches that directory (its entry in the root may be new).
     pub(crate) fn sync_shard_dir(&self, key: &Key) -> Result<()> {

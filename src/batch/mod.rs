@@ -4,7 +4,7 @@
 mod publish;
 mod record;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::io::{ErrorKind, Read};
 use std::path::{Path, PathBuf};
@@ -431,6 +431,15 @@ impl Batch {
             })
             .collect();
         let durable = self.store.durable();
+        // Every shard directory the puts need exists before the commit point,
+        // so that what follows it only renames and unlinks: running out of
+        // inodes (or a directory in the way) fails the commit cleanly here.
+        let dirs: HashSet<String> = ops
+            .iter()
+            .filter(|op| matches!(op, RecordOp::Put { .. }))
+            .map(|op| self.store.shard().dir(op.key()))
+            .collect();
+        self.store.create_shard_dirs(dirs)?;
         if durable {
             platform::sync_dir(&self.dir).ctx("fsync", &self.dir)?;
             let temp = &self.store.layout().temp;
