@@ -3,6 +3,8 @@
 
 pub mod child;
 pub mod conformance;
+#[cfg(target_os = "linux")]
+pub mod mount;
 
 use std::collections::BTreeSet;
 use std::fs;
