@@ -3,6 +3,7 @@
 
 pub mod child;
 pub mod conformance;
+pub mod model;
 #[cfg(target_os = "linux")]
 pub mod mount;
 
