@@ -14,7 +14,7 @@ use std::path::Path;
 
 use common::mount::{skip, Mount};
 use common::{block, key_of, opts, temp_entries, visible_data_files};
-use flatstore::{Durability, Error, Key, Store};
+use flatstore::{Durability, Error, ImportOptions, Key, Store};
 
 const FS_SIZE: u64 = 24 << 20;
 
@@ -383,8 +383,64 @@ fn close_and_reopen_on_a_full_disk() {
     assert_holds(&store, &model, "after a clean reopen");
 }
 
-/// CAR import on a full disk: fails with ENOSPC, nothing of the CAR visible,
-/// older blocks intact, `.temp/` clean, works again once space is freed.
+/// A CAR v1 holding `blocks` as raw sha2-256 blocks (in memory).
+fn car_of(blocks: &[Vec<u8>]) -> Vec<u8> {
+    use flatstore::car::CarWriter;
+    use flatstore::cid::Cid;
+    let cid = |d: &[u8]| Cid::new_v1(0x55, key_of(d).to_multihash().unwrap());
+    let mut w = CarWriter::new(Vec::new(), &[cid(&blocks[0])]).unwrap();
+    for d in blocks {
+        w.write_block(&cid(d), d).unwrap();
+    }
+    w.finish().unwrap()
+}
+
+/// A CAR import that does not fit fails with ENOSPC, leaves nothing of the
+/// CAR visible and nothing in `.temp/`, keeps the older blocks; once space
+/// is freed an import works, also after a reopen.
 #[test]
-#[ignore = "TODO: Store::import_car is not on main yet; write this test when it lands"]
-fn car_import_on_a_full_disk_fails_and_leaves_nothing() {}
+fn car_import_on_a_full_disk_fails_and_leaves_nothing() {
+    let Some(mnt) = mount("car_import_on_a_full_disk_fails_and_leaves_nothing") else {
+        return;
+    };
+    let root = mnt.path().join("s");
+    let store = Store::open(&root, opts(Durability::Fsync)).unwrap();
+    let mut model = Model::new();
+    for i in 0..64u64 {
+        let d = block(500_000 + i, 64 << 10);
+        store.put(&key_of(&d), &d).unwrap();
+        model.insert(key_of(&d), d);
+    }
+    let files_before = visible_data_files(&root);
+    // 25 MiB of blocks cannot fit in what is left of 24 MiB.
+    let big: Vec<Vec<u8>> = (0..400u64).map(|i| block(600_000 + i, 64 << 10)).collect();
+    let err = store
+        .import_car(&car_of(&big)[..], &ImportOptions::default())
+        .expect_err("a 25 MiB CAR fit in 24 MiB");
+    assert!(is_enospc(&err), "not reported as a full disk: {err}");
+    eprintln!("CAR import failed with: {err}");
+    assert_eq!(visible_data_files(&root), files_before);
+    for d in &big {
+        assert!(!store.has(&key_of(d)).unwrap());
+    }
+    assert_holds(&store, &model, "after the failed import");
+    assert!(temp_entries(&root).is_empty(), "{:?}", temp_entries(&root));
+
+    for k in model.keys().take(16).cloned().collect::<Vec<_>>() {
+        assert!(store.delete(&k).unwrap());
+        model.remove(&k);
+    }
+    let fits = &big[..100];
+    let summary = store
+        .import_car(&car_of(fits)[..], &ImportOptions::default())
+        .unwrap();
+    assert_eq!((summary.blocks, summary.written), (100, 100));
+    for d in fits {
+        model.insert(key_of(d), d.clone());
+    }
+    assert_holds(&store, &model, "after an import that fits");
+    assert!(temp_entries(&root).is_empty());
+    store.close().unwrap();
+    let store = Store::open(&root, opts(Durability::Fsync)).unwrap();
+    assert_holds(&store, &model, "after reopen");
+}
