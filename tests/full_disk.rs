@@ -444,3 +444,195 @@ fn car_import_on_a_full_disk_fails_and_leaves_nothing() {
     let store = Store::open(&root, opts(Durability::Fsync)).unwrap();
     assert_holds(&store, &model, "after reopen");
 }
+
+/// Out of inodes rather than bytes (a tmpfs with few inodes): batches whose
+/// last free inodes run out at each step in turn (the staged files, the
+/// commit record, a new shard directory after the commit point). Each
+/// commits whole, or fails with ENOSPC; a failure before the commit point
+/// leaves nothing, one after it is finished by the next open once inodes
+/// are free again. Either way the older blocks are intact and `.temp/` ends
+/// empty.
+#[test]
+fn batch_running_out_of_inodes_is_all_or_nothing_after_reopen() {
+    let Some(mnt) = (match Mount::tmpfs_with("size=24m,nr_inodes=400") {
+        Ok(m) => Some(m),
+        Err(reason) => {
+            skip(
+                "batch_running_out_of_inodes_is_all_or_nothing_after_reopen",
+                &reason,
+            );
+            None
+        }
+    }) else {
+        return;
+    };
+    const M: u64 = 10;
+    let mut outcomes = BTreeMap::<&str, u32>::new();
+    let trials = 3 * M + 4;
+    for k in 0..trials {
+        let root = mnt.path().join(format!("s{k}"));
+        let filler = mnt.path().join("filler");
+        let store = Store::open(&root, opts(Durability::Fsync)).unwrap();
+        let mut model = Model::new();
+        for i in 0..8u64 {
+            let d = block(k * 1000 + i, 1000);
+            store.put(&key_of(&d), &d).unwrap();
+            model.insert(key_of(&d), d);
+        }
+        let blocks: Vec<Vec<u8>> = (0..M).map(|i| block(k * 1000 + 100 + i, 1000)).collect();
+        let batch = store.batch().unwrap();
+        // Leave exactly k inodes free.
+        fs::create_dir(&filler).unwrap();
+        let mut n = 0;
+        while mnt.free_inodes() > k {
+            fs::File::create(filler.join(n.to_string())).unwrap();
+            n += 1;
+        }
+        let mut result = Ok(());
+        for d in &blocks {
+            if let Err(e) = batch.put(&key_of(d), d) {
+                result = Err(e);
+                break;
+            }
+        }
+        let result = match result {
+            Ok(()) => batch.commit().map(|_| ()),
+            Err(e) => {
+                drop(batch);
+                Err(e)
+            }
+        };
+        let outcome = match &result {
+            Ok(()) => "whole",
+            Err(e) => {
+                assert!(is_enospc(e), "{k} free inodes: {e}");
+                let pending = temp_entries(&root)
+                    .iter()
+                    .any(|e| root.join(".temp").join(e).join("COMMIT").exists());
+                if pending {
+                    "failed after the commit point"
+                } else {
+                    "failed before the commit point"
+                }
+            }
+        };
+        *outcomes.entry(outcome).or_default() += 1;
+        let committed = outcome != "failed before the commit point";
+        if outcome == "failed before the commit point" {
+            assert!(
+                temp_entries(&root).is_empty(),
+                "{k}: {:?}",
+                temp_entries(&root)
+            );
+            assert_holds(&store, &model, &format!("{k} free inodes, {outcome}"));
+        }
+        if committed {
+            for d in &blocks {
+                model.insert(key_of(d), d.clone());
+            }
+        }
+        if outcome == "failed after the commit point" {
+            // Until the next open, the batch may be partly visible.
+            let visible = blocks
+                .iter()
+                .filter(|d| store.has(&key_of(d)).unwrap())
+                .count();
+            drop(store);
+            // Reopening while still out of inodes: recovery cannot finish.
+            let early = Store::open(&root, opts(Durability::Fsync)).map(drop);
+            eprintln!(
+                "{k} free inodes: failed after the commit point, {visible} of {M} blocks \
+                 visible before reopen; reopen while still full: {early:?}"
+            );
+        } else {
+            drop(store);
+        }
+        // Free the inodes, reopen: the batch is all there or not at all.
+        fs::remove_dir_all(&filler).unwrap();
+        let store = Store::open(&root, opts(Durability::Fsync)).unwrap();
+        assert!(
+            temp_entries(&root).is_empty(),
+            "{k}: {:?}",
+            temp_entries(&root)
+        );
+        assert_holds(
+            &store,
+            &model,
+            &format!("{k} free inodes, {outcome}, reopened"),
+        );
+        drop(store);
+        fs::remove_dir_all(&root).unwrap();
+    }
+    eprintln!("outcomes over {trials} trials: {outcomes:?}");
+    assert!(outcomes.contains_key("whole"), "{outcomes:?}");
+}
+
+/// Known bug: shard directories are created after the commit point, so a
+/// commit that runs out of inodes (or space) for a new shard directory
+/// fails *after* its commit record: the batch is left partly visible in the
+/// running store (here 3 of its 10 blocks, those whose directories could be
+/// made), and the store cannot be opened again until inodes are freed by
+/// other means (recovery fails creating the directory), so blocks cannot
+/// even be deleted through it to make room. Creating the batch's missing
+/// shard directories before writing the commit record would make this a
+/// clean failure before the commit point.
+#[test]
+#[ignore = "known bug: shard directories are created after the commit point; out of inodes, a commit leaves a partial batch visible and the store cannot be reopened"]
+fn commit_out_of_inodes_for_shard_directories_fails_cleanly() {
+    let test = "commit_out_of_inodes_for_shard_directories_fails_cleanly";
+    let Some(mnt) = (match Mount::tmpfs_with("size=24m,nr_inodes=400") {
+        Ok(m) => Some(m),
+        Err(reason) => {
+            skip(test, &reason);
+            None
+        }
+    }) else {
+        return;
+    };
+    let root = mnt.path().join("s");
+    let filler = mnt.path().join("filler");
+    let store = Store::open(&root, opts(Durability::Fsync)).unwrap();
+    let mut model = Model::new();
+    for i in 0..4u64 {
+        let d = block(i, 1000);
+        store.put(&key_of(&d), &d).unwrap();
+        model.insert(key_of(&d), d);
+    }
+    // Ten blocks, each in a shard directory of its own that does not exist yet.
+    let mut dirs = std::collections::BTreeSet::new();
+    let blocks: Vec<Vec<u8>> = (100..)
+        .map(|i| block(i, 1000))
+        .filter(|d| {
+            let dir = store.shard().dir(&key_of(d));
+            !root.join(&dir).exists() && dirs.insert(dir)
+        })
+        .take(10)
+        .collect();
+    let batch = store.batch().unwrap();
+    for d in &blocks {
+        // put_reader writes on the calling thread: staged when it returns.
+        batch.put_reader(&key_of(d), &d[..]).unwrap();
+    }
+    // Inodes for the commit record and three of the ten directories.
+    fs::create_dir(&filler).unwrap();
+    let mut n = 0;
+    while mnt.free_inodes() > 4 {
+        fs::File::create(filler.join(n.to_string())).unwrap();
+        n += 1;
+    }
+    let err = batch
+        .commit()
+        .expect_err("ten directories made with three inodes");
+    assert!(is_enospc(&err), "{err}");
+    let visible = blocks
+        .iter()
+        .filter(|d| store.has(&key_of(d)).unwrap())
+        .count();
+    assert_eq!(visible, 0, "the failed batch is partly visible");
+    assert_holds(&store, &model, "after the failed commit");
+    drop(store);
+    // Still out of inodes: the store opens, and deleting makes room.
+    let store = Store::open(&root, opts(Durability::Fsync)).expect("reopen while out of inodes");
+    assert!(temp_entries(&root).is_empty(), "{:?}", temp_entries(&root));
+    assert_holds(&store, &model, "reopened while out of inodes");
+}

@@ -40,6 +40,14 @@ impl Mount {
     /// The reason it cannot be mounted here (not root, no permission); any
     /// other failure panics.
     pub fn tmpfs(size: u64) -> Result<Mount, String> {
+        Mount::tmpfs_with(&format!("size={size}"))
+    }
+
+    /// A tmpfs with the mount options `options` (e.g. `size=24m,nr_inodes=200`).
+    ///
+    /// # Errors
+    /// As [`Mount::tmpfs`].
+    pub fn tmpfs_with(options: &str) -> Result<Mount, String> {
         if let Some(reason) = cannot_mount() {
             return Err(reason);
         }
@@ -51,7 +59,7 @@ impl Mount {
         std::fs::create_dir(&dir).unwrap();
         let c = |s: &[u8]| CString::new(s).unwrap();
         let (src, target, fstype) = (c(b"tmpfs"), c(dir.as_os_str().as_bytes()), c(b"tmpfs"));
-        let data = c(format!("size={size},mode=0755").as_bytes());
+        let data = c(format!("{options},mode=0755").as_bytes());
         // SAFETY: every pointer is a valid NUL-terminated string that outlives the call.
         let rc = unsafe {
             libc::mount(
@@ -126,17 +134,27 @@ impl Mount {
     pub fn free_bytes(&self) -> u64 {
         free_bytes(&self.dir)
     }
+
+    /// Inodes available (statvfs `f_favail`).
+    pub fn free_inodes(&self) -> u64 {
+        statvfs(&self.dir).f_favail as u64
+    }
 }
 
 /// Bytes available on the filesystem holding `path`.
 pub fn free_bytes(path: &Path) -> u64 {
+    let st = statvfs(path);
+    st.f_bavail as u64 * st.f_frsize as u64
+}
+
+fn statvfs(path: &Path) -> libc::statvfs {
     let p = CString::new(path.as_os_str().as_bytes()).unwrap();
     // SAFETY: an all-zero statvfs is a valid value to be overwritten.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: p is NUL-terminated and st is a valid out-pointer.
     let rc = unsafe { libc::statvfs(p.as_ptr(), &mut st) };
     assert_eq!(rc, 0, "statvfs {}", path.display());
-    st.f_bavail as u64 * st.f_frsize as u64
+    st
 }
 
 impl Drop for Mount {
