@@ -136,12 +136,14 @@ impl Mount {
     }
 
     /// Inodes available (statvfs `f_favail`).
+    #[allow(clippy::unnecessary_cast)] // the field types differ between targets
     pub fn free_inodes(&self) -> u64 {
         statvfs(&self.dir).f_favail as u64
     }
 }
 
 /// Bytes available on the filesystem holding `path`.
+#[allow(clippy::unnecessary_cast)] // the field types differ between targets
 pub fn free_bytes(path: &Path) -> u64 {
     let st = statvfs(path);
     st.f_bavail as u64 * st.f_frsize as u64
