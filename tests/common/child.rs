@@ -74,6 +74,20 @@ impl Lines {
         }
     }
 
+    /// Every line still to come, until the child's output closes (it has
+    /// exited) or `secs` have passed.
+    pub fn rest(&self, secs: u64) -> Vec<String> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        let mut out = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.0.recv_timeout(left) {
+                Ok(l) => out.push(l),
+                Err(_) => return out,
+            }
+        }
+    }
+
     /// Every line said so far, without waiting.
     pub fn drain(&self) -> Vec<String> {
         self.0.try_iter().collect()

@@ -3,6 +3,9 @@
 
 pub mod child;
 pub mod conformance;
+pub mod model;
+#[cfg(target_os = "linux")]
+pub mod mount;
 
 use std::collections::BTreeSet;
 use std::fs;
