@@ -65,7 +65,7 @@ pub(crate) struct Inner {
     pool: OnceLock<WriterPool>,
     recount: Mutex<Option<Recount>>,
     closed: std::sync::atomic::AtomicBool,
-    _lock: Option<File>,
+    _lock: Option<Arc<crate::lock::LockGuard>>,
 }
 
 impl std::fmt::Debug for Store {

@@ -105,6 +105,14 @@ fn crash_trials(dur: &str, trials: u64) -> Outcome {
             commit_window.mul_f64(1.2)
         };
         std::thread::sleep(span.mul_f64(rng.random::<f64>()));
+        // A child that ended by itself must have succeeded (a child that
+        // failed to open would otherwise pass for a "none" trial).
+        if let Some(status) = c.try_wait().unwrap() {
+            assert!(
+                status.success(),
+                "trial {t}: child failed on its own: {status}"
+            );
+        }
         kill(&mut c);
         let said = lines.drain();
         let returned = said.iter().any(|l| l == "committed");

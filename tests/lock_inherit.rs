@@ -10,17 +10,12 @@ use std::time::Duration;
 use common::{opts, tempdir};
 use flatstore::{Durability, Error, Store};
 
-/// Known bug: the lock is a `flock` on `.lock`, which a process forked by
-/// any thread shares until it calls exec. A store closed while another
-/// thread is between fork and exec stays locked until that exec, so a
-/// reopen right after the close fails with `Error::Locked` (probably what
-/// made a crash-test child, started while the other crash test's thread
-/// was spawning, fail its open on a loaded machine). Here the forked child
-/// is held 300 ms before exec to make the window wide. POSIX record locks
-/// (`fcntl(F_SETLK)`) are not inherited by fork; with them, the in-process
-/// "another handle" check would need a registry of open roots.
+/// A store closed while another thread is between fork and exec of a child
+/// process can be reopened at once: the lock is a POSIX record lock, which
+/// the forked child does not inherit (an `flock`, as std's `File::try_lock`
+/// takes on Unix, would be shared with the child until its exec). The forked
+/// child is held 300 ms before exec to make the window wide.
 #[test]
-#[ignore = "known bug: the flock on .lock is shared with processes forked by other threads until they exec, so a store closed meanwhile cannot be reopened (Error::Locked)"]
 fn reopen_after_close_while_another_thread_spawns_a_process() {
     let dir = tempdir();
     let root = dir.path().join("s");

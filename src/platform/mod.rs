@@ -81,6 +81,14 @@ pub(crate) fn store_root(root: &Path) -> io::Result<std::path::PathBuf> {
     imp::store_root(root)
 }
 
+/// Tries to lock `file` for this process (exclusive or shared) without
+/// waiting; `Ok(false)` if another process holds a conflicting lock.
+/// Unix: a POSIX record lock, which a forked child never inherits. Windows:
+/// `LockFileEx`.
+pub(crate) fn try_lock(file: &File, exclusive: bool) -> io::Result<bool> {
+    imp::try_lock(file, exclusive)
+}
+
 /// Creates one directory.
 pub(crate) fn create_dir(path: &Path) -> io::Result<()> {
     hit(FaultKind::Mkdir)?;

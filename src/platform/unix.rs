@@ -48,6 +48,28 @@ pub(super) fn store_root(root: &Path) -> io::Result<std::path::PathBuf> {
     Ok(root.to_path_buf())
 }
 
+pub(super) fn try_lock(file: &File, exclusive: bool) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a zeroed flock is a valid value; the fields are set below.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = (if exclusive {
+        libc::F_WRLCK
+    } else {
+        libc::F_RDLCK
+    }) as _;
+    fl.l_whence = libc::SEEK_SET as _;
+    // l_start = 0, l_len = 0: the whole file.
+    // SAFETY: valid descriptor and a valid flock for the call.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLK, &fl) } == 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EACCES) | Some(libc::EAGAIN) => Ok(false),
+        _ => Err(e),
+    }
+}
+
 pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }

@@ -40,6 +40,19 @@ pub(super) fn store_root(root: &Path) -> io::Result<std::path::PathBuf> {
     std::fs::canonicalize(root)
 }
 
+pub(super) fn try_lock(file: &File, exclusive: bool) -> io::Result<bool> {
+    let r = if exclusive {
+        file.try_lock()
+    } else {
+        file.try_lock_shared()
+    };
+    match r {
+        Ok(()) => Ok(true),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(false),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
 pub(super) fn sync_dir(_dir: &Path) -> io::Result<()> {
     // Directories cannot be flushed on Windows; NTFS journals the metadata.
     Ok(())
