@@ -86,8 +86,7 @@ impl Options {
     }
 
     /// Number of background threads writing batch blocks (default: 8 with
-    /// [`Durability::Fsync`], where threads wait on the disk; otherwise the
-    /// number of CPUs, at least 2).
+    /// [`Durability::Fsync`], where threads wait on the disk; 4 otherwise).
     pub fn writer_threads(mut self, threads: usize) -> Options {
         self.writer_threads = threads;
         self
@@ -106,10 +105,9 @@ impl Options {
         }
         match self.durability {
             Durability::Fsync => 8,
-            Durability::None => std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(2)
-                .clamp(2, 8),
+            // Measured (BENCHMARKS.md): 1 is clearly slowest; 2, 4 and 8
+            // overlap within noise, 4 had the best median.
+            Durability::None => 4,
         }
     }
 }

@@ -414,17 +414,14 @@ impl Store {
     pub fn get(&self, key: &Key) -> Result<Option<Vec<u8>>> {
         let path = self.inner.layout.block_path(key);
         let _permit = self.inner.gate.acquire();
-        let Some(mut f) = self.open_block(&path)? else {
+        let Some(f) = self.open_block(&path)? else {
             return Ok(None);
         };
         let len = f.metadata().ctx("stat", &path)?.len();
-        // Blocks never change in place: read exactly `len` bytes, without the
-        // size probing of File::read_to_end (another statx and an lseek).
-        let mut buf = Vec::with_capacity(len as usize);
-        (&mut f)
-            .take(len)
-            .read_to_end(&mut buf)
-            .ctx("read", &path)?;
+        // Blocks never change in place: read exactly `len` bytes, in one read
+        // call where the page cache has them.
+        let mut buf = Vec::new();
+        platform::read_up_to(&f, &mut buf, len as usize).ctx("read", &path)?;
         Ok(Some(buf))
     }
 
@@ -448,8 +445,8 @@ impl Store {
         let start = offset.min(size);
         let want = len.min(size - start);
         f.seek(SeekFrom::Start(start)).ctx("seek", &path)?;
-        let mut buf = Vec::with_capacity(want as usize);
-        f.take(want).read_to_end(&mut buf).ctx("read", &path)?;
+        let mut buf = Vec::new();
+        platform::read_up_to(&f, &mut buf, want as usize).ctx("read", &path)?;
         Ok(Some(buf))
     }
 

@@ -114,6 +114,11 @@ struct FlightState {
     bytes: usize,
     jobs: usize,
     error: Option<String>,
+    /// Threads waiting in `reserve` and in `wait_idle`: a writer finishing a
+    /// block wakes them only when one of them can go on, so a large import
+    /// does not pay a wake-up (a futex call and a context switch) per block.
+    reserving: usize,
+    idling: usize,
 }
 
 impl Flight {
@@ -132,7 +137,9 @@ impl Flight {
             if s.bytes == 0 || s.bytes + size <= self.cap {
                 break;
             }
+            s.reserving += 1;
             s = self.changed.wait(s).unwrap_or_else(|e| e.into_inner());
+            s.reserving -= 1;
         }
         s.bytes += size;
         s.jobs += 1;
@@ -143,11 +150,19 @@ impl Flight {
         let mut s = self.lock();
         s.bytes -= size;
         s.jobs -= 1;
+        let failed = error.is_some();
         if let Some(e) = error {
             s.error.get_or_insert(e);
         }
+        // Wake waiters only when one can proceed: an error, room for a
+        // waiting put (half the cap free, or nothing in flight), or the last job.
+        let wake = failed
+            || (s.reserving > 0 && (s.bytes <= self.cap / 2 || s.bytes == 0))
+            || (s.idling > 0 && s.jobs == 0);
         drop(s);
-        self.changed.notify_all();
+        if wake {
+            self.changed.notify_all();
+        }
     }
 
     fn fail(&self, error: String) {
@@ -159,7 +174,9 @@ impl Flight {
     fn wait_idle(&self) -> Option<String> {
         let mut s = self.lock();
         while s.jobs > 0 {
+            s.idling += 1;
             s = self.changed.wait(s).unwrap_or_else(|e| e.into_inner());
+            s.idling -= 1;
         }
         s.error.clone()
     }

@@ -89,6 +89,14 @@ pub(crate) fn try_lock(file: &File, exclusive: bool) -> io::Result<bool> {
     imp::try_lock(file, exclusive)
 }
 
+/// Appends up to `len` bytes read from `file` to `buf`, stopping early only
+/// at end of file: one `read` call for a block in the page cache, without
+/// zero-filling the buffer first (Unix) or the read-size probing of
+/// `Read::read_to_end`.
+pub(crate) fn read_up_to(file: &File, buf: &mut Vec<u8>, len: usize) -> io::Result<()> {
+    imp::read_up_to(file, buf, len)
+}
+
 /// Creates one directory.
 pub(crate) fn create_dir(path: &Path) -> io::Result<()> {
     hit(FaultKind::Mkdir)?;

@@ -70,6 +70,38 @@ pub(super) fn try_lock(file: &File, exclusive: bool) -> io::Result<bool> {
     }
 }
 
+pub(super) fn read_up_to(file: &File, buf: &mut Vec<u8>, len: usize) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let end = buf.len() + len;
+    buf.reserve(len);
+    while buf.len() < end {
+        let want = end - buf.len();
+        // SAFETY: the spare capacity holds at least `want` bytes (reserved
+        // above); read(2) writes at most `want` bytes there, and only the
+        // bytes it reports are added to the length.
+        let n = unsafe {
+            libc::read(
+                file.as_raw_fd(),
+                buf.as_mut_ptr().add(buf.len()).cast(),
+                want,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            break;
+        }
+        // SAFETY: read(2) initialised these `n` bytes.
+        unsafe { buf.set_len(buf.len() + n as usize) };
+    }
+    Ok(())
+}
+
 pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }

@@ -53,6 +53,27 @@ pub(super) fn try_lock(file: &File, exclusive: bool) -> io::Result<bool> {
     }
 }
 
+pub(super) fn read_up_to(file: &File, buf: &mut Vec<u8>, len: usize) -> io::Result<()> {
+    use std::io::Read;
+    let start = buf.len();
+    buf.resize(start + len, 0);
+    let mut filled = start;
+    let mut f = file;
+    while filled < buf.len() {
+        match f.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                buf.truncate(filled);
+                return Err(e);
+            }
+        }
+    }
+    buf.truncate(filled);
+    Ok(())
+}
+
 pub(super) fn sync_dir(_dir: &Path) -> io::Result<()> {
     // Directories cannot be flushed on Windows; NTFS journals the metadata.
     Ok(())
