@@ -66,6 +66,18 @@ pub fn main(args: &[String]) -> Result<()> {
     let store = args.path("store")?;
     let outcome = match task.as_str() {
         "import" | "prepare" | "put-single" => write_task(&task, subject, &store, &args)?,
+        "car-floor" => {
+            let sync = Sync::parse(args.get("sync")?)?;
+            let car = args.path("car")?;
+            start_memory();
+            BASE_RSS.store(0, Ordering::Relaxed);
+            let start = Instant::now();
+            subjects::floor_import_car(&car, &store, sync)?;
+            Outcome {
+                ns: start.elapsed(),
+                ns2: None,
+            }
+        }
         "get" => get_task(subject, &store, &args)?,
         "has" => has_task(subject, &store, &args)?,
         "keys" | "entries" => list_task(&task, subject, &store, &args)?,

@@ -14,7 +14,7 @@ use flatstore::Key;
 use multihash_codetable::{Code, MultihashDigest};
 
 /// What a data set is made of.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Spec {
     pub blocks: usize,
     pub size: usize,

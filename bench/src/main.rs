@@ -1,5 +1,5 @@
 //! `flatstore-bench`: flatstore against the floor (the bare system calls) and
-//! embedded peers on the standard workloads W1–W7 (see BENCHMARKS.md).
+//! embedded peers on the standard workloads W1–W8 (see BENCHMARKS.md).
 //!
 //! The harness process plans and alternates the runs; every measurement runs
 //! in a child process (this same binary with `__child`), which loads its
@@ -10,6 +10,7 @@
 //! `sync` after each run that wrote, so write-back of one run does not land
 //! in the next.
 
+mod car;
 mod child;
 mod data;
 mod plan;
@@ -35,7 +36,11 @@ pub struct Config {
     pub subjects: Option<Vec<String>>,
     pub w1: (usize, usize),
     pub w2: (usize, usize),
+    /// W2 with fsync, when it should be smaller than W2 without.
+    pub w2_fsync: Option<(usize, usize)>,
     pub w7: (usize, usize),
+    /// W8: MiB of file data packed into the CAR.
+    pub w8_mib: usize,
     pub absent: usize,
     pub get_threads: usize,
     pub seed: u64,
@@ -44,7 +49,8 @@ pub struct Config {
 
 const USAGE: &str = "\
 flatstore-bench: flatstore against the bare system calls (the floor) and
-embedded peers (LMDB via heed, redb, fjall, cacache) on workloads W1-W7.
+embedded peers (LMDB via heed, redb, fjall, cacache) on workloads W1-W8
+(W8: the command-line tool importing a CAR made by ipfs-car).
 
 USAGE (from the repository root):
     cargo run --release --manifest-path bench/Cargo.toml -- [OPTIONS]
@@ -60,10 +66,15 @@ OPTIONS:
                        (default in full mode: BENCHMARKS.md of the repository)
     --no-write         print the results only
     --only LIST        workloads to run, e.g. W1,W3 (default: all)
-    --subjects LIST    implementations, e.g. floor,flatstore (default: all)
+    --subjects LIST    implementations, e.g. floor,flatstore (default: all
+                       but flatstore-wt1/-wt2/-wt4/-wt8, flatstore with
+                       Options::writer_threads(N), run only when named)
     --w1 NxSIZE        W1 blocks x bytes (default 4096x262144)
     --w2 NxSIZE        W2 blocks x bytes (default 100000x1024)
+    --w2-fsync NxSIZE  W2 with fsync only (default: same as --w2)
     --w7 NxSIZE        W7 blocks x bytes (default 10000x4096)
+    --w8 MIB           W8: MiB of files packed into the CAR (default 1024);
+                       needs `ipfs-car` (npm) on PATH or in $IPFS_CAR
     --absent N         absent keys in W4 (default 100000)
     --seed N           data seed (default 1)
 ";
@@ -93,7 +104,9 @@ fn parse_args(args: Vec<String>) -> Result<Option<Config>> {
             (4096, 256 << 10)
         },
         w2: if smoke { (64, 1024) } else { (100_000, 1024) },
+        w2_fsync: None,
         w7: if smoke { (64, 4096) } else { (10_000, 4096) },
+        w8_mib: if smoke { 4 } else { 1024 },
         absent: if smoke { 64 } else { 100_000 },
         get_threads: 2,
         seed: 1,
@@ -130,7 +143,9 @@ fn parse_args(args: Vec<String>) -> Result<Option<Config>> {
             }
             "--w1" => c.w1 = parse_nxs(&value()?)?,
             "--w2" => c.w2 = parse_nxs(&value()?)?,
+            "--w2-fsync" => c.w2_fsync = Some(parse_nxs(&value()?)?),
             "--w7" => c.w7 = parse_nxs(&value()?)?,
+            "--w8" => c.w8_mib = value()?.parse()?,
             "--absent" => c.absent = value()?.parse()?,
             "--seed" => c.seed = value()?.parse()?,
             other => bail!("unknown argument {other:?}\n\n{USAGE}"),

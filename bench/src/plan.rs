@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use crate::data::{self, Spec};
 use crate::report::{self, Row, Sample};
 use crate::subjects::{self, Sync};
-use crate::{sys, Config};
+use crate::{car, sys, Config};
 
 /// Where this harness run keeps its stores and key files.
 struct Workspace {
@@ -33,6 +33,8 @@ impl Drop for Workspace {
 
 struct Harness<'a> {
     config: &'a Config,
+    /// The bench directory (`--dir`), where cached inputs (W8's CAR) live.
+    base: PathBuf,
     ws: Workspace,
     subjects: Vec<&'static str>,
     /// Implementations that support each durability.
@@ -61,7 +63,7 @@ pub fn run(config: &Config) -> Result<()> {
         config
             .subjects
             .as_ref()
-            .is_none_or(|l| l.iter().any(|s| s == n))
+            .map_or(!subjects::on_request(n), |l| l.iter().any(|s| s == n))
     };
     let mut supports = HashMap::new();
     for s in &all {
@@ -71,6 +73,7 @@ pub fn run(config: &Config) -> Result<()> {
     }
     let mut h = Harness {
         config,
+        base: base.clone(),
         ws: Workspace {
             root,
             keep: config.keep,
@@ -146,6 +149,19 @@ impl Harness<'_> {
         }
     }
 
+    /// W2 with fsync: `--w2-fsync` if given (the floor fdatasyncs every
+    /// file in turn, which takes minutes at the full size), else W2's size.
+    fn small_fsync(&self) -> Spec {
+        match self.config.w2_fsync {
+            Some((blocks, size)) => Spec {
+                blocks,
+                size,
+                seed: self.config.seed + 1,
+            },
+            None => self.small(),
+        }
+    }
+
     fn single(&self) -> Spec {
         Spec {
             blocks: self.config.w7.0,
@@ -163,7 +179,11 @@ impl Harness<'_> {
         }
         for sync in [Sync::Off, Sync::On] {
             if self.selected("W2") {
-                self.import_row("W2", "import-small", small, sync, "import")?;
+                let spec = match sync {
+                    Sync::Off => small,
+                    Sync::On => self.small_fsync(),
+                };
+                self.import_row("W2", "import-small", spec, sync, "import")?;
             }
         }
         if self.selected("W3") {
@@ -186,7 +206,7 @@ impl Harness<'_> {
             self.open_rows(small)?;
         }
         if self.selected("W8") {
-            self.rows.push(w8_row());
+            self.w8_rows()?;
         }
         Ok(())
     }
@@ -481,23 +501,160 @@ impl Harness<'_> {
     }
 }
 
-/// W8 needs the command-line tool (`flatstore import FILE.car`) and a CAR
-/// file made by `ipfs-car pack`; until the CLI exists the row says so.
-fn w8_row() -> Row {
-    let mut row = Row::new(
-        "W8",
-        "import-car",
-        Spec {
-            blocks: 0,
-            size: 0,
-            seed: 0,
-        },
-        None,
-    );
-    row.skipped = Some(
-        "skipped: needs the `flatstore import` command-line tool, which does not exist yet \
-         (hook: `w8_row` in bench/src/plan.rs)"
-            .into(),
-    );
+/// A W8 row that could not run, with the reason.
+fn w8_skipped(title: &str, why: String) -> Row {
+    let mut row = Row::new("W8", title, Spec::default(), None);
+    row.skipped = Some(format!("skipped: {why}"));
     row
+}
+
+/// Builds the command-line tool (`cargo build --release --features cli`) in
+/// the repository; returns its path.
+fn build_cli() -> Result<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "--features",
+            "cli",
+            "--bin",
+            "flatstore",
+        ])
+        .current_dir(&root)
+        .env_remove("CARGO_TARGET_DIR")
+        .stdin(Stdio::null())
+        .output()
+        .context("start cargo")?;
+    if !out.status.success() {
+        bail!(
+            "building the command-line tool failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let bin = root.join("target/release/flatstore");
+    if !bin.is_file() {
+        bail!("{} missing after the build", bin.display());
+    }
+    Ok(bin)
+}
+
+/// One run of `flatstore import` as a process: wall time and peak RSS.
+fn cli_import(cli: &Path, car: &Path, dir: &Path, sync: Sync) -> Result<Sample> {
+    let log = dir.with_extension("log");
+    let mut cmd = Command::new(cli);
+    cmd.arg("--repo").arg(dir).arg("--json");
+    if sync == Sync::Off {
+        cmd.arg("--no-fsync");
+    }
+    cmd.arg("import")
+        .arg(car)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log)?);
+    let (code, took, maxrss_kib) = sys::run_measured(&mut cmd).context("start flatstore")?;
+    let err = fs::read_to_string(&log).unwrap_or_default();
+    let _ = fs::remove_file(&log);
+    if code != Some(0) {
+        return Ok(Sample::failed(
+            "flatstore",
+            format!("flatstore import ended with {code:?}: {}", err.trim()),
+        ));
+    }
+    let mut s = Sample::new("flatstore");
+    s.ns = Some(took.as_nanos() as u64);
+    s.extra_kib = Some(maxrss_kib);
+    Ok(s)
+}
+
+impl Harness<'_> {
+    /// W8: the CAR (made once by `ipfs-car pack`, cached under the bench
+    /// directory), imported by the command-line tool (a process, timed from
+    /// spawn to exit, peak RSS from `wait4`) and by the floor plus hashing
+    /// (a child: stream the CAR, sha2-256 of every block, the floor's writes).
+    fn w8_rows(&mut self) -> Result<()> {
+        let mib = self.config.w8_mib;
+        let title = format!("import-car ({} MiB of files)", mib);
+        let Some(tool) = car::ipfs_car() else {
+            self.rows.push(w8_skipped(
+                &title,
+                "`ipfs-car` not found (`npm install --global ipfs-car@3.1.0`, or set \
+                 IPFS_CAR to its path)"
+                    .into(),
+            ));
+            return Ok(());
+        };
+        let cli = match build_cli() {
+            Ok(p) => p,
+            Err(e) => {
+                self.rows.push(w8_skipped(&title, format!("{e:#}")));
+                return Ok(());
+            }
+        };
+        let cache = self.base.join("flatstore-bench-car");
+        let car = match car::make_car(&cache, mib, self.config.seed, &tool) {
+            Ok(p) => p,
+            Err(e) => {
+                self.rows.push(w8_skipped(&title, format!("{e:#}")));
+                return Ok(());
+            }
+        };
+        let car_len = fs::metadata(&car)?.len();
+        let mut blocks = 0u64;
+        car::for_each_block(&car, |_, _| {
+            blocks += 1;
+            Ok(())
+        })?;
+        let title = format!(
+            "import-car (ipfs-car {}: {} blocks, {} MiB)",
+            car::ipfs_car_version(&tool),
+            report::thousands(blocks),
+            car_len >> 20
+        );
+        let names: Vec<&'static str> = self
+            .subjects
+            .iter()
+            .copied()
+            .filter(|n| matches!(*n, "floor" | "flatstore"))
+            .collect();
+        let runs = self.config.write_runs.unwrap_or(self.config.runs);
+        for sync in [Sync::Off, Sync::On] {
+            let mut row = Row::new("W8", &title, Spec::default(), Some(sync));
+            row.unsupported = self
+                .subjects
+                .iter()
+                .copied()
+                .filter(|n| !names.contains(n))
+                .collect();
+            row.memory = true;
+            row.runs = runs;
+            for run in 0..runs {
+                for subject in self.order(&names, run) {
+                    let dir = self.next_dir(&format!("W8-{subject}"));
+                    let mut s = if subject == "floor" {
+                        self.child(
+                            "car-floor",
+                            subject,
+                            &dir,
+                            Spec::default(),
+                            &[
+                                ("sync", sync.name().into()),
+                                ("car", car.display().to_string()),
+                            ],
+                        )?
+                    } else {
+                        cli_import(&cli, &car, &dir, sync)?
+                    };
+                    s.run = run;
+                    self.log(&row, run, &s);
+                    row.samples.push(s);
+                    let _ = fs::remove_dir_all(&dir);
+                    sys::sync_all_filesystems();
+                }
+            }
+            self.rows.push(row);
+        }
+        Ok(())
+    }
 }

@@ -158,7 +158,7 @@ fn fmt_size(bytes: usize) -> String {
     }
 }
 
-fn thousands(n: u64) -> String {
+pub fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
@@ -309,7 +309,9 @@ pub fn render(facts: &Facts, rows: &[Row], subjects: &[&str]) -> String {
         "\n### Peak memory: resident set above the inputs during the timed section \
          (median, MiB)\n\nThe harness holds the blocks to write in memory before the \
          clock starts; this is what the implementation added on top (file pages that \
-         LMDB maps count as resident).\n\n",
+         LMDB maps count as resident). W8 holds no inputs: its figure is the whole \
+         process's peak (`ru_maxrss` of the command-line tool from `wait4`; the floor \
+         child's `VmHWM`).\n\n",
     );
     header(&mut out, subjects);
     for row in rows.iter().filter(|r| r.memory && r.skipped.is_none()) {
@@ -359,6 +361,17 @@ the store, put one block durably and was killed with SIGKILL; flatstore then
 recounts its counters in the background (the last W6 row is the time until they
 are exact). W7 opens a fresh store untimed, times 10,000 (or the configured
 number of) single puts, and closes it untimed.
+
+W8 imports a CAR made by `ipfs-car pack` (npm, an independent implementation)
+from deterministic pseudo-random files (sizes log-uniform from 1 KiB to 32 MiB;
+the CAR is cached under the bench directory). flatstore is the command-line
+tool, `flatstore --repo DIR [--no-fsync] --json import FILE.car`, timed as a
+process from spawn to exit (it reads the CAR, checks every block against its
+CID, and commits one atomic batch). The floor is *the floor plus hashing*: one
+thread streams the same CAR (1 MiB buffered reads), computes the sha2-256 of
+every block and compares it with the CID's digest, then writes the block with
+the floor's import system calls (create + write (+ `fdatasync`) + close,
+rename; the touched shard directories fsynced once at the end).
 ";
 
 /// Writes `section` into `path` between the markers, keeping everything

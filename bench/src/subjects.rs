@@ -113,7 +113,11 @@ pub trait Reader {
 pub fn all() -> Vec<Box<dyn Subject>> {
     vec![
         Box::new(Floor),
-        Box::new(Flat),
+        Box::new(Flat(None)),
+        Box::new(Flat(Some(1))),
+        Box::new(Flat(Some(2))),
+        Box::new(Flat(Some(4))),
+        Box::new(Flat(Some(8))),
         Box::new(Lmdb),
         Box::new(Redb),
         Box::new(Fjall),
@@ -123,22 +127,43 @@ pub fn all() -> Vec<Box<dyn Subject>> {
 
 // ---------------------------------------------------------------- flatstore
 
-pub struct Flat;
+/// flatstore with the library's default options, or (`Some(n)`) with
+/// `Options::writer_threads(n)`: the variants `flatstore-wtN`, only run when
+/// named in `--subjects`.
+pub struct Flat(pub Option<usize>);
 
-fn flat_options(sync: Sync) -> Options {
-    Options::default().durability(match sync {
-        Sync::Off => Durability::None,
-        Sync::On => Durability::Fsync,
-    })
+/// Whether a subject runs only when asked for by name.
+pub fn on_request(name: &str) -> bool {
+    name.starts_with("flatstore-wt")
+}
+
+impl Flat {
+    fn options(&self, sync: Sync) -> Options {
+        let o = Options::default().durability(match sync {
+            Sync::Off => Durability::None,
+            Sync::On => Durability::Fsync,
+        });
+        match self.0 {
+            Some(n) => o.writer_threads(n),
+            None => o,
+        }
+    }
 }
 
 impl Subject for Flat {
     fn name(&self) -> &'static str {
-        "flatstore"
+        match self.0 {
+            None => "flatstore",
+            Some(1) => "flatstore-wt1",
+            Some(2) => "flatstore-wt2",
+            Some(4) => "flatstore-wt4",
+            Some(8) => "flatstore-wt8",
+            Some(_) => "flatstore-wt?",
+        }
     }
 
     fn import(&self, dir: &Path, blocks: &Blocks, sync: Sync) -> Result<()> {
-        let store = Store::open(dir, flat_options(sync))?;
+        let store = Store::open(dir, self.options(sync))?;
         let batch = store.batch()?;
         for (key, data) in blocks.iter() {
             batch.put(key, data)?;
@@ -149,7 +174,7 @@ impl Subject for Flat {
     }
 
     fn put_single(&self, dir: &Path, blocks: &Blocks, sync: Sync) -> Result<Duration> {
-        let store = Store::open(dir, flat_options(sync))?;
+        let store = Store::open(dir, self.options(sync))?;
         let start = Instant::now();
         for (key, data) in blocks.iter() {
             store.put(key, data)?;
@@ -373,6 +398,41 @@ impl Subject for Floor {
     fn open_reads(&self, dir: &Path) -> Result<Box<dyn Opened + '_>> {
         Ok(Box::new(FloorOpened(dir.to_path_buf())))
     }
+}
+
+/// W8's floor plus hashing: streams the CAR at `car`, checks each block's
+/// sha2-256, and writes it as the floor's import does (one thread,
+/// create + write (+ fdatasync) + close + rename; the touched shard
+/// directories fsynced once at the end). Returns the number of blocks.
+pub fn floor_import_car(car: &Path, dir: &Path, sync: Sync) -> Result<u64> {
+    let temp = dir.join("tmp");
+    fs::create_dir_all(&temp)?;
+    let mut paths = FloorPaths::new(dir)?;
+    let temp = FloorPaths::new(&temp)?.root;
+    let mut tmp = String::with_capacity(temp.len() + 24);
+    let mut touched = HashSet::new();
+    let mut created = false;
+    let mut i = 0u64;
+    let n = crate::car::for_each_block(car, |key, data| {
+        tmp.clear();
+        tmp.push_str(&temp);
+        tmp.push('/');
+        tmp.push_str(&i.to_string());
+        i += 1;
+        floor_write(&tmp, data, sync)?;
+        created |= floor_rename(&mut paths, &tmp, key.as_str())?;
+        if sync == Sync::On {
+            touched.insert(floor_shard(key.as_str()).to_string());
+        }
+        Ok(())
+    })?;
+    for shard in touched {
+        sync_dir(&dir.join(shard))?;
+    }
+    if created && sync == Sync::On {
+        sync_dir(dir)?;
+    }
+    Ok(n)
 }
 
 struct FloorOpened(PathBuf);

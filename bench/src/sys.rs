@@ -131,6 +131,31 @@ pub fn locked_version(lock: &str, name: &str) -> Option<String> {
     Some(lock[start..start + end].to_string())
 }
 
+/// Runs `cmd` to its end and returns its exit code (`None`: killed by a
+/// signal), its wall time, and its peak resident set size in KiB
+/// (`ru_maxrss` from `wait4`, the whole process's high-water mark).
+#[cfg(unix)]
+pub fn run_measured(
+    cmd: &mut std::process::Command,
+) -> std::io::Result<(Option<i32>, std::time::Duration, u64)> {
+    let start = std::time::Instant::now();
+    let child = cmd.spawn()?;
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid; wait4 fills it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for our own child, with valid out-pointers. The `Child`
+    // is not waited on afterwards (it would find no child).
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let took = start.elapsed();
+    drop(child);
+    if r != pid {
+        return Err(std::io::Error::last_os_error());
+    }
+    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+    Ok((code, took, usage.ru_maxrss as u64))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
