@@ -80,7 +80,7 @@ fn crash_trials(dur: &str, trials: u64) -> Outcome {
     lines.expect("commit", 300);
     let t1 = Instant::now();
     lines.expect("committed", 300);
-    let (put_window, commit_window) = (t1 - t0, t1.elapsed());
+    let (mut put_window, mut commit_window) = (t1 - t0, t1.elapsed());
     c.wait().unwrap();
     eprintln!(
         "{dur}: {BLOCKS} blocks: start {startup:?}, put {put_window:?}, commit {commit_window:?}"
@@ -94,6 +94,8 @@ fn crash_trials(dur: &str, trials: u64) -> Outcome {
         // the child's own signal so that load on the machine does not skew
         // it: from the start (so that recovery of the previous kill gets
         // interrupted too), during the puts, and during the commit.
+        // The phase lengths are re-estimated from every trial that shows
+        // them, so the kills follow the machine when its speed changes.
         let phase: f64 = rng.random();
         let span = if phase < 0.15 {
             startup * 2 + put_window
@@ -101,7 +103,9 @@ fn crash_trials(dur: &str, trials: u64) -> Outcome {
             lines.expect("open", 120);
             put_window.mul_f64(1.1)
         } else {
-            lines.expect("commit", 300);
+            let (opened, _) = lines.expect_at("open", 120);
+            let (commit_at, _) = lines.expect_at("commit", 300);
+            put_window = (put_window + (commit_at - opened)) / 2;
             commit_window.mul_f64(1.2)
         };
         std::thread::sleep(span.mul_f64(rng.random::<f64>()));
@@ -114,8 +118,15 @@ fn crash_trials(dur: &str, trials: u64) -> Outcome {
             );
         }
         kill(&mut c);
-        let said = lines.drain();
-        let returned = said.iter().any(|l| l == "committed");
+        let said = lines.drain_at();
+        let at = |name: &str| said.iter().find(|(_, l)| l == name).map(|(t, _)| *t);
+        let returned = at("committed").is_some();
+        if let (Some(a), Some(b)) = (at("commit"), at("committed")) {
+            commit_window = (commit_window + (b - a)) / 2;
+        }
+        if let (Some(a), Some(b)) = (at("open"), at("commit")) {
+            put_window = (put_window + (b - a)) / 2;
+        }
 
         let store = Store::open(&root, opts(Durability::None)).unwrap();
         assert!(

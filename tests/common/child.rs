@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Name of the environment variable that carries a child's arguments.
 pub const ARG: &str = "FLATSTORE_CHILD_ARG";
@@ -42,8 +42,8 @@ pub fn say(line: &str) {
     out.flush().unwrap();
 }
 
-/// Lines a child says with [`say`], delivered through a channel.
-pub struct Lines(Receiver<String>);
+/// Lines a child says with [`say`], with the instant each arrived.
+pub struct Lines(Receiver<(Instant, String)>);
 
 impl Lines {
     pub fn new(stdout: ChildStdout) -> Lines {
@@ -52,7 +52,7 @@ impl Lines {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { return };
                 if let Some(l) = line.strip_prefix("@@") {
-                    if tx.send(l.to_string()).is_err() {
+                    if tx.send((Instant::now(), l.to_string())).is_err() {
                         return;
                     }
                 }
@@ -63,11 +63,16 @@ impl Lines {
 
     /// Waits up to `secs` for a line starting with `prefix`.
     pub fn expect(&self, prefix: &str, secs: u64) -> String {
-        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        self.expect_at(prefix, secs).1
+    }
+
+    /// Like [`expect`](Lines::expect), with the instant the line arrived.
+    pub fn expect_at(&self, prefix: &str, secs: u64) -> (Instant, String) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
         loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let left = deadline.saturating_duration_since(Instant::now());
             match self.0.recv_timeout(left) {
-                Ok(l) if l.starts_with(prefix) => return l,
+                Ok((at, l)) if l.starts_with(prefix) => return (at, l),
                 Ok(_) => continue,
                 Err(e) => panic!("child never said {prefix:?}: {e}"),
             }
@@ -77,20 +82,34 @@ impl Lines {
     /// Every line still to come, until the child's output closes (it has
     /// exited) or `secs` have passed.
     pub fn rest(&self, secs: u64) -> Vec<String> {
-        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        let deadline = Instant::now() + Duration::from_secs(secs);
         let mut out = Vec::new();
         loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let left = deadline.saturating_duration_since(Instant::now());
             match self.0.recv_timeout(left) {
-                Ok(l) => out.push(l),
+                Ok((_, l)) => out.push(l),
                 Err(_) => return out,
             }
         }
     }
 
-    /// Every line said so far, without waiting.
+    /// Every line the child said, once it has ended (read up to the end of
+    /// its output, at most 10 s).
     pub fn drain(&self) -> Vec<String> {
-        self.0.try_iter().collect()
+        self.drain_at().into_iter().map(|(_, l)| l).collect()
+    }
+
+    /// Like [`drain`](Lines::drain), with the instant each line arrived.
+    pub fn drain_at(&self) -> Vec<(Instant, String)> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut out = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.0.recv_timeout(left) {
+                Ok(x) => out.push(x),
+                Err(_) => return out,
+            }
+        }
     }
 }
 
