@@ -138,7 +138,7 @@ fn finds_and_repairs(durability: Durability) {
 
     // Repair: the corrupt and the empty block go to .quarantine/, the rest stays.
     let repaired = store.verify(&VerifyOptions::new().repair(true)).unwrap();
-    let q = root.join(".quarantine");
+    let q = store.root().join(".quarantine");
     let q_corrupt = q.join(format!("{}.data", Key::from_cid(&corrupt_cid)));
     let q_empty = q.join(format!("{}.data", Key::from_cid(&empty_cid)));
     assert_eq!(repaired.corrupt[0].quarantined.as_ref(), Some(&q_corrupt));
