@@ -94,33 +94,10 @@ impl Shard {
 
     /// Appends the directory name for `key` to `out` (no allocation on the hot path).
     pub(crate) fn push_dir(&self, key: &str, out: &mut String) {
-        let k = key.as_bytes();
-        let pad = |out: &mut String, count: usize| out.extend(std::iter::repeat_n('_', count));
-        match *self {
-            Shard::Prefix(n) => {
-                let take = n.min(k.len());
-                out.push_str(&key[..take]);
-                pad(out, n - take);
-            }
-            Shard::Suffix(n) => {
-                let take = n.min(k.len());
-                pad(out, n - take);
-                out.push_str(&key[k.len() - take..]);
-            }
-            Shard::NextToLast(n) => {
-                // Window [len+1-n-1 .. len+1-1) of "_"*(n+1) + key, in key coordinates
-                // [len-n-1 .. len-1), where negative positions are padding.
-                let end = k.len() as isize - 1;
-                let start = end - n as isize;
-                for i in start..end {
-                    if i < 0 {
-                        out.push('_');
-                    } else {
-                        out.push(k[i as usize] as char);
-                    }
-                }
-            }
-        }
+        let (left, mid, right) = self.dir_parts(key);
+        out.extend(std::iter::repeat_n('_', left));
+        out.push_str(mid);
+        out.extend(std::iter::repeat_n('_', right));
     }
 
     /// Whether `dir` is the directory this function gives `key`, without

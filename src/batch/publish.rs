@@ -111,7 +111,7 @@ fn apply_chunk(
                 }
             }
         }
-        if touched && !dirs.contains(shard.dir(op.key()).as_str()) {
+        if touched {
             dirs.insert(shard.dir(op.key()));
         }
     }
