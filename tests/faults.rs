@@ -269,6 +269,53 @@ fn every_failing_call_leaves_a_consistent_store() {
         fired
     });
 
+    // A batch whose publication finished is never replayed: once its commit
+    // record is gone, a put that returns after the commit survives reopening,
+    // even if the batch deleted that key and its staging directory was left
+    // behind by a failure.
+    let mut retired = 0;
+    tally.enumerate("replay", |kind, n| {
+        if kind != FaultKind::Unlink {
+            return false;
+        }
+        let dir = tempdir();
+        let root = dir.path().join("s");
+        base_store(&root, &base);
+        let store = Store::open(&root, opts()).unwrap();
+        common::wait_exact(&store);
+        let victim = base.keys().next().unwrap().clone();
+        let new = blocks(5, 4);
+        let (fired, _) = with_fault(kind, n, || {
+            let b = store.batch().unwrap();
+            for (k, d) in &new {
+                b.put(k, d).unwrap();
+            }
+            b.delete(&victim).unwrap();
+            b.commit().is_ok()
+        });
+        let staging: Vec<_> = common::temp_entries(&root)
+            .into_iter()
+            .filter(|e| e.starts_with("batch-"))
+            .collect();
+        let record_left = staging
+            .iter()
+            .any(|e| root.join(".temp").join(e).join("COMMIT").exists());
+        if !record_left {
+            // Counted where the staging directory outlived its record.
+            retired += u32::from(!staging.is_empty());
+            store.put(&victim, &base[&victim]).unwrap();
+            drop(store);
+            let mut must = base.clone();
+            must.extend(new.clone());
+            check(&root, &must, &[], &new, &format!("replay Unlink#{n}"));
+        }
+        fired
+    });
+    assert!(
+        retired > 0,
+        "no trial left a batch without its commit record"
+    );
+
     eprintln!("faults injected: {}", tally.faults);
     assert!(tally.faults > 100);
 }

@@ -63,8 +63,39 @@ pub(crate) fn apply(
     if store.durable() {
         sync_dirs(store, dirs)?;
     }
+    retire_record(store, dir, ops)?;
     platform::remove_dir_all(dir).map_err(|e| Error::io("remove", dir, e))?;
     Ok(summary)
+}
+
+/// Removes the commit record before the rest of the staging directory, so
+/// that a batch whose publication is complete is never rolled forward again.
+///
+/// Replaying a finished batch's deletes would be wrong: a put of the same
+/// key that returned after the commit would be deleted at the next open.
+/// `remove_dir_all` removes entries in no particular order, so a crash during
+/// it could leave the record behind; removed first, it cannot. Under `Fsync`,
+/// a batch with deletes also makes the record's removal durable before the
+/// commit returns (a power cut must not bring the record back). Replaying
+/// publishes is harmless (they never replace), so a batch of puts alone
+/// skips that fsync.
+fn retire_record(store: &Store, dir: &Path, ops: &[RecordOp]) -> Result<()> {
+    let rec = dir.join(record::RECORD);
+    match platform::remove_file(&rec) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io("remove", rec, e)),
+    }
+    let deletes = ops.iter().any(|op| {
+        matches!(
+            op,
+            RecordOp::Delete { .. } | RecordOp::Put { replace: true, .. }
+        )
+    });
+    if store.durable() && deletes {
+        platform::sync_dir(dir).map_err(|e| Error::io("fsync", dir, e))?;
+    }
+    Ok(())
 }
 
 fn apply_chunk(
