@@ -233,3 +233,79 @@ fn repo_from_environment() {
     assert!(out.status.success());
     assert!(repo.join("SHARDING").is_file());
 }
+
+#[test]
+fn usage_errors_exit_1_with_one_line() {
+    let dir = common::tempdir();
+    let repo = dir.path().join("repo");
+    ok(&repo, &["init"]);
+    // A missing required option, an unknown command, an unknown flag.
+    fails(&repo, &["export", "out.car"], "--root");
+    fails(&repo, &["frobnicate"], "frobnicate");
+    fails(&repo, &["ls", "--sideways"], "--sideways");
+    // With --json, the error is also one JSON document on stdout.
+    let out = run(&repo, &["--json", "frobnicate"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["error"].as_str().unwrap().contains("frobnicate"), "{v}");
+    // --help is not an error.
+    let out = run(&repo, &["--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("verify"));
+}
+
+#[test]
+fn json_verify_of_a_damaged_store_prints_one_document() {
+    let dir = common::tempdir();
+    let repo = dir.path().join("repo");
+    ok(&repo, &["import", fixture().to_str().unwrap()]);
+    let first = ok(&repo, &["ls"]).lines().next().unwrap().to_string();
+    let store = flatstore::Store::open(&repo, flatstore::Options::default()).unwrap();
+    let path = store.block_path(&flatstore::Key::new(&first).unwrap());
+    store.close().unwrap();
+    std::fs::write(&path, b"not the block").unwrap();
+    let out = run(&repo, &["--json", "verify"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout.trim_end().lines().count(), 1, "{stdout}");
+    let v: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(v["corrupt"].as_array().unwrap().len(), 1, "{v}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("damaged"));
+}
+
+#[test]
+fn has_of_an_identity_cid_is_true_without_a_file() {
+    let dir = common::tempdir();
+    let repo = dir.path().join("repo");
+    ok(&repo, &["init"]);
+    // CIDv1, raw codec, identity multihash of "hello".
+    let cid = flatstore::cid::Cid::new_v1(
+        0x55,
+        flatstore::multihash::Multihash::<64>::wrap(0x00, b"hello").unwrap(),
+    )
+    .to_string();
+    assert_eq!(json(&repo, &["has", &cid])["present"], true);
+    assert_eq!(ok(&repo, &["get", &cid]), "hello");
+    assert!(common::visible_data_files(&repo).is_empty());
+}
+
+#[test]
+fn repo_defaults_to_flatstore_in_the_working_directory() {
+    let dir = common::tempdir();
+    let out = Command::new(env!("CARGO_BIN_EXE_flatstore"))
+        .env_remove("FLATSTORE_REPO")
+        .current_dir(dir.path())
+        .args(["import", fixture().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dir.path().join("flatstore/SHARDING").is_file());
+    assert_eq!(
+        common::visible_data_files(&dir.path().join("flatstore")).len(),
+        5
+    );
+}

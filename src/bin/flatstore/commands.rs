@@ -43,6 +43,20 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// A failure whose details the command already printed (with `--json`, as
+/// its JSON document): the tool still exits with 1 and names it on stderr,
+/// but prints no second JSON document.
+#[derive(Debug)]
+pub struct Reported(pub String);
+
+impl std::fmt::Display for Reported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Reported {}
+
 struct Ctx {
     repo: PathBuf,
     durability: Durability,
@@ -162,7 +176,11 @@ impl Ctx {
     fn has(&self, key: &str) -> Result<()> {
         let target = Target::parse(key)?;
         let store = self.open_read()?;
-        let present = store.has(target.key())?;
+        // A CID is asked at the CID level: an identity CID is always present.
+        let present = match &target {
+            Target::Cid(cid, _) => store.has_block(cid)?,
+            Target::Key(key) => store.has(key)?,
+        };
         self.say(
             present,
             json!({ "key": target.key().as_str(), "present": present }),
@@ -349,7 +367,10 @@ impl Ctx {
         }
         let damaged = r.corrupt.len() + r.empty.len() + r.unreadable.len();
         if damaged > 0 && !repair {
-            bail!("{damaged} damaged blocks (run verify --repair to quarantine them)");
+            return Err(Reported(format!(
+                "{damaged} damaged blocks (run verify --repair to quarantine them)"
+            ))
+            .into());
         }
         Ok(())
     }
