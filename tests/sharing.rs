@@ -57,7 +57,25 @@ fn batch_publishes_into_a_directory_whose_blocks_are_being_read() {
             .unwrap();
     }
     batch.delete(&held_key).unwrap();
-    let summary = batch.commit().unwrap();
+    // A block of the same directory that stays, read over and over while
+    // the batch publishes beside it.
+    let stays = Key::new("STAYSDAZ").unwrap();
+    store.put(&stays, &block(99, 20_000)).unwrap();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let summary = std::thread::scope(|s| {
+        let reader = s.spawn(|| {
+            let mut reads = 0u64;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) || reads == 0 {
+                assert_eq!(store.get(&stays).unwrap().unwrap(), block(99, 20_000));
+                reads += 1;
+            }
+            reads
+        });
+        let summary = batch.commit().unwrap();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(reader.join().unwrap() > 0);
+        summary
+    });
     assert_eq!((summary.written, summary.deleted), (200, 1));
     for r in &mut readers {
         let mut s = String::new();
@@ -83,13 +101,12 @@ fn commit_while_another_handle_holds_a_staged_file() {
     let data = block(3, 5000);
     let key = key_of(&data);
     batch.put(&key, &data).unwrap();
-    assert_eq!(batch.get(&key).unwrap().unwrap(), data); // waits for nothing; staged soon
-                                                         // Wait for the staged file, then hold it open the way another program
-                                                         // would (std's default sharing: no FILE_SHARE_DELETE on Windows).
+    assert_eq!(batch.get(&key).unwrap().unwrap(), data);
+    // Wait for the staged file, then hold it open the way a scanner would.
     let staged = batch.staging_dir().join("0");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let holder = loop {
-        if let Ok(f) = std::fs::File::open(&staged) {
+        if let Ok(f) = open_without_share_delete(&staged) {
             if f.metadata().unwrap().len() == 5000 {
                 break f;
             }
@@ -100,6 +117,17 @@ fn commit_while_another_handle_holds_a_staged_file() {
         );
         std::thread::sleep(Duration::from_millis(5));
     };
+    // On Windows the holder really blocks a rename of the file, so the
+    // commit below can only succeed by retrying until it is released.
+    #[cfg(windows)]
+    {
+        let err = std::fs::rename(&staged, staged.with_extension("moved")).unwrap_err();
+        assert_eq!(
+            err.raw_os_error(),
+            Some(32),
+            "not a sharing violation: {err}"
+        );
+    }
     let release = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(300));
         drop(holder);
@@ -109,4 +137,19 @@ fn commit_while_another_handle_holds_a_staged_file() {
     assert_eq!(summary.written, 1);
     assert_eq!(store.get(&key).unwrap().unwrap(), data);
     assert!(common::temp_entries(store.root()).is_empty());
+}
+
+/// Opens `path` for reading the way most programs do on Windows: sharing
+/// read access only, so that the file cannot be renamed or deleted while it
+/// is open. Elsewhere, a plain open (nothing blocks a rename there).
+fn open_without_share_delete(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(windows)]
+    {
+        use std::os::windows::fs::OpenOptionsExt;
+        const FILE_SHARE_READ: u32 = 1;
+        options.share_mode(FILE_SHARE_READ);
+    }
+    options.open(path)
 }
