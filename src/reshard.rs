@@ -10,11 +10,12 @@
 //! before anything else: an interrupted reshard is always finished.
 
 use std::collections::HashSet;
-use std::fs;
-use std::io::ErrorKind;
-use std::path::Path;
+use std::fs::{self, File};
+use std::io::{ErrorKind, Read};
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
+use crate::hash::{Check, StreamHasher};
 use crate::key::Key;
 use crate::layout::{self, SHARDING, TEMP};
 use crate::platform;
@@ -134,15 +135,9 @@ pub(crate) fn run(
             match platform::rename_noreplace(&src, &dest) {
                 Ok(()) => summary.moved += 1,
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                    let same =
-                        fs::read(&src).ctx("read", &src)? == fs::read(&dest).ctx("read", &dest)?;
-                    if same {
-                        platform::remove_file(&src).ctx("remove", &src)?;
+                    if resolve_twice_stored(root, &key, &src, &dest)? {
                         summary.duplicates_removed += 1;
                     } else {
-                        let q = root.join(layout::QUARANTINE);
-                        fs::create_dir_all(&q).ctx("create directory", &q)?;
-                        platform::rename_replace(&src, &q.join(&name)).ctx("rename", &src)?;
                         summary.conflicts_quarantined += 1;
                     }
                 }
@@ -172,4 +167,107 @@ pub(crate) fn run(
         platform::sync_dir(&temp).ctx("fsync", &temp)?;
     }
     Ok(summary)
+}
+
+/// A block found both in its old place `src` and its new place `dest`.
+/// Same bytes: the old copy is removed (returns `true`). Different bytes:
+/// the copy that hashes to its key stays in the new place (the one already
+/// there when both or neither do, or when the hash cannot be computed), and
+/// the other goes to `.quarantine/` under a name no earlier quarantined
+/// file has (returns `false`). Each step leaves one copy in the old or the
+/// new place, so a crash midway is finished by running the walk again.
+fn resolve_twice_stored(root: &Path, key: &Key, src: &Path, dest: &Path) -> Result<bool> {
+    if same_contents(src, dest)? {
+        platform::remove_file(src).ctx("remove", src)?;
+        return Ok(true);
+    }
+    let displaced_is_good = hashes_to(key, src)? == Some(true);
+    let in_place_is_good = hashes_to(key, dest)? == Some(true);
+    if displaced_is_good && !in_place_is_good {
+        quarantine(root, dest)?;
+        platform::rename_noreplace(src, dest).ctx("rename", src)?;
+    } else {
+        quarantine(root, src)?;
+    }
+    Ok(false)
+}
+
+/// Whether two files hold the same bytes, read in chunks (blocks stored
+/// with `put_reader` can be of any size).
+fn same_contents(a: &Path, b: &Path) -> Result<bool> {
+    let mut fa = platform::open_read(a).ctx("open", a)?;
+    let mut fb = platform::open_read(b).ctx("open", b)?;
+    let len = |f: &File, p: &Path| f.metadata().map(|m| m.len()).ctx("stat", p);
+    if len(&fa, a)? != len(&fb, b)? {
+        return Ok(false);
+    }
+    let (mut ba, mut bb) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
+    loop {
+        let n = read_full(&mut fa, &mut ba).ctx("read", a)?;
+        let m = read_full(&mut fb, &mut bb).ctx("read", b)?;
+        if n != m || ba[..n] != bb[..m] {
+            return Ok(false);
+        }
+        if n == 0 {
+            return Ok(true);
+        }
+    }
+}
+
+/// Reads until `buf` is full or the file ends; returns the bytes read.
+fn read_full(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Whether the file at `path` hashes to `key`'s multihash; `None` when the
+/// key is not a multihash or its hash function is not one we compute.
+fn hashes_to(key: &Key, path: &Path) -> Result<Option<bool>> {
+    let Ok(expected) = key.to_multihash() else {
+        return Ok(None);
+    };
+    let Some(mut hasher) = StreamHasher::new(&expected) else {
+        return Ok(None);
+    };
+    let mut f = platform::open_read(path).ctx("open", path)?;
+    std::io::copy(&mut f, &mut hasher).ctx("read", path)?;
+    Ok(match hasher.finish(&expected) {
+        Check::Match => Some(true),
+        Check::Mismatch(_) => Some(false),
+        Check::Unsupported => None,
+    })
+}
+
+/// Moves `path` into `ROOT/.quarantine/` under its own name, or with a
+/// `.1`, `.2`, … suffix if a file of that name is already there (never
+/// replacing one). Returns where it went.
+fn quarantine(root: &Path, path: &Path) -> Result<PathBuf> {
+    let q = root.join(layout::QUARANTINE);
+    match platform::create_dir(&q) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(Error::io("create directory", q, e)),
+    }
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let mut n = 0u64;
+    loop {
+        let dest = if n == 0 {
+            q.join(&*name)
+        } else {
+            q.join(format!("{name}.{n}"))
+        };
+        match platform::rename_noreplace(path, &dest) {
+            Ok(()) => return Ok(dest),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => n += 1,
+            Err(e) => return Err(Error::io("rename", path, e)),
+        }
+    }
 }

@@ -36,8 +36,12 @@ fn check_layout(root: &Path, shard: Shard, blocks: &[(Key, Vec<u8>)]) {
         let p = root.join(shard.dir(k)).join(format!("{k}.data"));
         assert_eq!(&fs::read(&p).unwrap_or_else(|e| panic!("{p:?}: {e}")), d);
     }
-    let files = common::visible_data_files(root);
-    assert_eq!(files.len(), blocks.len(), "stray copies left");
+    // Quarantined copies are out of the store; anything else is a stray.
+    let files: Vec<_> = common::visible_data_files(root)
+        .into_iter()
+        .filter(|p| !p.starts_with(".quarantine"))
+        .collect();
+    assert_eq!(files.len(), blocks.len(), "stray copies left: {files:?}");
 }
 
 #[test]
@@ -118,18 +122,42 @@ fn duplicate_in_old_and_new_place_is_resolved() {
         fs::create_dir_all(&p).unwrap();
         fs::write(p.join(format!("{k}.data")), bytes).unwrap();
     }
+    // Block 2: a damaged copy in its old place, a good one in the new.
+    let (k2, d2) = &blocks[2];
+    fs::write(store.block_path(k2), b"damaged").unwrap();
+    let p2 = root.join(Shard::Prefix(3).dir(k2));
+    fs::create_dir_all(&p2).unwrap();
+    fs::write(p2.join(format!("{k2}.data")), d2).unwrap();
     let s = store.reshard(Shard::Prefix(3), &mut |_| {}).unwrap();
     assert_eq!(
         (s.moved, s.duplicates_removed, s.conflicts_quarantined),
-        (8, 1, 1)
+        (7, 1, 2)
     );
     assert_eq!(&store.get(k0).unwrap().unwrap(), d0);
-    // The copy already in place wins; the displaced one is kept in quarantine.
-    assert_eq!(store.get(k1).unwrap().unwrap(), b"other");
-    assert_eq!(
-        fs::read(root.join(".quarantine").join(format!("{k1}.data"))).unwrap(),
-        blocks[1].1
-    );
+    // The copy that hashes to its key wins, wherever it was; the other one
+    // is kept in quarantine.
+    assert_eq!(&store.get(k1).unwrap().unwrap(), &blocks[1].1);
+    assert_eq!(&store.get(k2).unwrap().unwrap(), d2);
+    let quarantined = |k: &Key, suffix: &str| {
+        fs::read(root.join(".quarantine").join(format!("{k}.data{suffix}"))).unwrap()
+    };
+    assert_eq!(quarantined(k1, ""), b"other");
+    assert_eq!(quarantined(k2, ""), b"damaged");
+    check_layout(&root, Shard::Prefix(3), &blocks);
+
+    // Another conflict on block 1, resharding back: the earlier quarantined
+    // copy is kept, the new one goes beside it.
+    let back = root.join(Shard::NextToLast(2).dir(k1));
+    fs::create_dir_all(&back).unwrap();
+    fs::write(back.join(format!("{k1}.data")), b"again").unwrap();
+    let s = store.reshard(Shard::NextToLast(2), &mut |_| {}).unwrap();
+    assert_eq!((s.moved, s.conflicts_quarantined), (9, 1));
+    assert_eq!(&store.get(k1).unwrap().unwrap(), &blocks[1].1);
+    assert_eq!(quarantined(k1, ""), b"other");
+    assert_eq!(quarantined(k1, ".1"), b"again");
+    check_layout(&root, Shard::NextToLast(2), &blocks);
+    // Conflicts change the counts: they are recomputed, then exact.
+    assert_eq!(common::wait_exact(&store).blocks, 10);
 }
 
 /// Child: reshards the store to the given function, saying how far it got.
