@@ -87,6 +87,45 @@ mod plan {
 #[cfg(feature = "fault-injection")]
 pub use plan::{clear, inject};
 
+#[cfg(feature = "fault-injection")]
+mod recount_hold {
+    use std::sync::{Condvar, Mutex};
+
+    static HELD: Mutex<bool> = Mutex::new(false);
+    static RELEASED: Condvar = Condvar::new();
+
+    /// From now on, background recounts of the counters wait before they
+    /// walk the store, until [`release_recounts`]: a test can then observe
+    /// [`Accuracy::Recomputing`](crate::Accuracy::Recomputing) and use the
+    /// store meanwhile. Process-wide, like the fault plan.
+    pub fn hold_recounts() {
+        *HELD.lock().unwrap_or_else(|e| e.into_inner()) = true;
+    }
+
+    /// Lets held and future recounts run.
+    pub fn release_recounts() {
+        *HELD.lock().unwrap_or_else(|e| e.into_inner()) = false;
+        RELEASED.notify_all();
+    }
+
+    pub(crate) fn recount_gate() {
+        let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
+        while *held {
+            held = RELEASED.wait(held).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+#[cfg(feature = "fault-injection")]
+pub use recount_hold::{hold_recounts, release_recounts};
+
+/// Waits while a test holds recounts ([`hold_recounts`]); nothing otherwise.
+#[inline]
+pub(crate) fn recount_gate() {
+    #[cfg(feature = "fault-injection")]
+    recount_hold::recount_gate();
+}
+
 /// Fails if the fault plan says this call of `kind` must fail.
 #[inline]
 pub(crate) fn hit(kind: FaultKind) -> io::Result<()> {

@@ -184,6 +184,7 @@ pub(crate) fn start_recount(layout: &Layout, usage: &Arc<Usage>) -> Result<Recou
 /// racing it, then installs its figures as exact. After three raced walks it
 /// installs the last one's figures adjusted by the changes seen, as approximate.
 fn recount(layout: &Layout, usage: &Usage, stop: &AtomicBool) {
+    crate::fault::recount_gate();
     for _attempt in 0..3 {
         let (before, start_blocks, start_bytes) = {
             let c = usage.lock();
