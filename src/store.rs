@@ -11,7 +11,7 @@ use crate::batch::Batch;
 use crate::error::{Error, IoContext, Result};
 use crate::files::{retry_nofile, FileGate};
 use crate::key::Key;
-use crate::layout::{self, Layout, LOCK, README, SHARDING, TEMP};
+use crate::layout::{self, Layout, LOCK, README, SHARDING};
 use crate::listing::Listing;
 use crate::options::{Durability, Options};
 use crate::platform;
@@ -707,7 +707,10 @@ pub(crate) fn write_file(
 }
 
 /// Refuses to create a store in a non-empty directory that is not one. The
-/// lock file and our own temp files from an interrupted creation are allowed.
+/// lock file and `SHARDING`'s temp file from an interrupted creation are
+/// allowed: nothing else of ours exists before `SHARDING` does (`_README`
+/// and `.temp/` are made after it), so a `_README` or `.temp/` here is
+/// somebody else's and is neither overwritten nor emptied.
 fn check_creatable(root: &Path) -> Result<()> {
     let rd = match fs::read_dir(root) {
         Ok(rd) => rd,
@@ -718,8 +721,7 @@ fn check_creatable(root: &Path) -> Result<()> {
         let entry = entry.ctx("read directory", root)?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        let ours =
-            name == LOCK || name == TEMP || name == README || name.starts_with(".SHARDING.tmp");
+        let ours = name == LOCK || name.starts_with(".SHARDING.tmp");
         if !ours {
             return Err(Error::NotAStore {
                 path: root.to_path_buf(),

@@ -141,6 +141,26 @@ fn refuses_what_is_not_a_store() {
         Err(Error::NotAStore { .. })
     ));
     assert_eq!(common::tree(&other), before);
+    // Names a store uses, but without SHARDING: somebody else's, left alone.
+    for (i, name) in ["_README", ".temp"].into_iter().enumerate() {
+        let d = dir.path().join(format!("named{i}"));
+        fs::create_dir(&d).unwrap();
+        if name == ".temp" {
+            fs::create_dir(d.join(name)).unwrap();
+            fs::write(d.join(name).join("put-1"), b"theirs").unwrap();
+        } else {
+            fs::write(d.join(name), b"their readme").unwrap();
+        }
+        let before = common::tree(&d);
+        assert!(
+            matches!(
+                Store::open(&d, Options::default()),
+                Err(Error::NotAStore { .. })
+            ),
+            "{name}"
+        );
+        assert_eq!(common::tree(&d), before, "{name}");
+    }
     // A file, not a directory.
     let file = dir.path().join("file");
     fs::write(&file, b"x").unwrap();
