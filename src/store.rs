@@ -574,13 +574,13 @@ impl Store {
         }
         for dir in crate::listing::shard_dirs(&self.inner.layout)? {
             let path = self.inner.layout.shard_dir_named(&dir);
-            for entry in fs::read_dir(&path).ctx("read directory", &path)? {
+            for entry in platform::read_dir(&path).ctx("read directory", &path)? {
                 let entry = entry.ctx("read directory", &path)?;
                 let p = entry.path();
                 if entry.file_type().map(|t| t.is_file()).unwrap_or(false) {
                     let f = retry_nofile(|| fs::OpenOptions::new().write(true).open(&p));
                     if let Ok(f) = f {
-                        f.sync_all().ctx("fsync", &p)?;
+                        platform::sync_file(&f).ctx("fsync", &p)?;
                     }
                 }
             }
@@ -712,7 +712,7 @@ pub(crate) fn write_file(
 /// and `.temp/` are made after it), so a `_README` or `.temp/` here is
 /// somebody else's and is neither overwritten nor emptied.
 fn check_creatable(root: &Path) -> Result<()> {
-    let rd = match fs::read_dir(root) {
+    let rd = match platform::read_dir(root) {
         Ok(rd) => rd,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(Error::io("read directory", root, e)),

@@ -146,10 +146,14 @@ pub(crate) fn load(
         read_cache(&path)
     };
     if !read_only {
-        match fs::remove_file(&path) {
+        // A cache that cannot be removed would be trusted after a crash:
+        // the open fails instead.
+        match crate::platform::remove_file(&path) {
             Ok(()) if durable => crate::platform::sync_dir(&layout.root)
                 .map_err(|e| crate::Error::io("fsync", &layout.root, e))?,
-            _ => {}
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(crate::Error::io("remove", &path, e)),
         }
     }
     Ok(match cached {

@@ -90,6 +90,20 @@ fn check(root: &Path, must: &Blocks, gone: &[Key], group: &Blocks, what: &str) -
         listed,
         "{what}: stray .data files"
     );
+    // Nothing else either: outside `.temp/`, only the store's own files and
+    // shard directories holding blocks.
+    for p in common::tree(root) {
+        let top = p.iter().next().unwrap().to_string_lossy().into_owned();
+        let allowed = match p.components().count() {
+            1 => {
+                ["SHARDING", "_README", ".lock", "diskUsage.cache", ".temp"].contains(&top.as_str())
+                    || root.join(&p).is_dir()
+            }
+            2 => top == ".temp" || p.extension().is_some_and(|e| e == "data"),
+            _ => top == ".temp",
+        };
+        assert!(allowed, "{what}: stray entry {p:?}");
+    }
     let s = common::wait_exact(&store);
     let walked: u64 = store.entries().map(|e| e.unwrap().1).sum();
     assert_eq!(
@@ -242,6 +256,56 @@ fn every_failing_call_leaves_a_consistent_store() {
         let mut must = base.clone();
         must.extend(new.clone());
         check(&root, &must, &[], &new, &format!("open {kind:?}#{n}"));
+        fired
+    });
+
+    // open: finishing a reshard that a failure interrupted.
+    tally.enumerate("open-reshard", |kind, n| {
+        let dir = tempdir();
+        let root = dir.path().join("s");
+        base_store(&root, &base);
+        {
+            let mut store = Store::open(&root, opts()).unwrap();
+            common::wait_exact(&store);
+            // The 5th move fails: the reshard record is there, blocks in both layouts.
+            fault::inject(FaultKind::Rename, 5, ErrorKind::Other);
+            assert!(store.reshard(Shard::Prefix(4), &mut |_| {}).is_err());
+            assert!(fault::clear());
+        }
+        assert!(root.join(".temp/reshard").is_file());
+        let (fired, _) = with_fault(kind, n, || Store::open(&root, opts()).is_ok());
+        check(
+            &root,
+            &base,
+            &[],
+            &BTreeMap::new(),
+            &format!("open-reshard {kind:?}#{n}"),
+        );
+        let store = Store::open(&root, opts()).unwrap();
+        assert_eq!(store.shard(), Shard::Prefix(4), "open-reshard {kind:?}#{n}");
+        fired
+    });
+
+    // sync: a failing Store::sync is an error, and loses nothing.
+    tally.enumerate("sync", |kind, n| {
+        let dir = tempdir();
+        let root = dir.path().join("s");
+        base_store(&root, &base);
+        let store = Store::open(&root, opts().durability(Durability::None)).unwrap();
+        common::wait_exact(&store);
+        let new = blocks(6, 3);
+        for (k, d) in &new {
+            store.put(k, d).unwrap();
+        }
+        let (fired, ok) = with_fault(kind, n, || store.sync().is_ok());
+        assert_eq!(
+            ok, !fired,
+            "sync {kind:?}#{n}: a fault that fired must be reported"
+        );
+        drop(store);
+        let mut must = base.clone();
+        must.extend(new.clone());
+        check(&root, &must, &[], &new, &format!("sync {kind:?}#{n}"));
         fired
     });
 

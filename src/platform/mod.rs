@@ -131,6 +131,7 @@ pub(crate) fn sync_file(file: &File) -> io::Result<()> {
 /// (Linux `syncfs`). Returns `Ok(false)` where it cannot, and the caller
 /// syncs file by file instead.
 pub(crate) fn sync_filesystem(root: &Path) -> io::Result<bool> {
+    hit(FaultKind::Fsync)?;
     imp::sync_filesystem(root)
 }
 
