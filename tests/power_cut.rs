@@ -190,6 +190,14 @@ fn check_copy(root: &Path, trial: u64, acked: &BTreeSet<u64>, puts: &BTreeSet<u6
             "trial {trial}: acknowledged put {n} lost"
         );
     }
+    // A single put is whole or absent, acknowledged or not (a put under way
+    // at the cut must not leave a torn block).
+    for n in 0..=whole.len() as u64 {
+        let d = single_block(trial, n);
+        if let Some(got) = store.get(&key_of(&d)).unwrap() {
+            assert_eq!(got, d, "trial {trial}: put {n} is torn");
+        }
+    }
     let s = common::wait_exact(&store);
     let walked: Vec<(Key, u64)> = store.entries().map(|e| e.unwrap()).collect();
     assert_eq!(
