@@ -383,26 +383,38 @@ impl Store {
     }
 
     pub(crate) fn sync_shard_dir_named(&self, name: &str) -> Result<()> {
-        let dir = self.inner.layout.shard_dir_named(name);
-        retry_nofile(|| platform::sync_dir(&dir)).ctx("fsync", &dir)?;
-        self.ensure_dir_entry_durable(name)
+        self.sync_shard_dir_only(name)?;
+        self.ensure_dir_entries_durable(std::slice::from_ref(&name))
     }
 
-    fn ensure_dir_entry_durable(&self, name: &str) -> Result<()> {
-        let known = self
-            .inner
-            .durable_dirs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(name);
-        if !known {
-            let root = &self.inner.layout.root;
-            retry_nofile(|| platform::sync_dir(root)).ctx("fsync", root)?;
-            self.inner
+    /// Fsyncs the named shard directory, and nothing else.
+    pub(crate) fn sync_shard_dir_only(&self, name: &str) -> Result<()> {
+        let dir = self.inner.layout.shard_dir_named(name);
+        retry_nofile(|| platform::sync_dir(&dir)).ctx("fsync", &dir)
+    }
+
+    /// Fsyncs the root once if any of the named shard directories is one
+    /// this handle has not made durable yet: its entry in the root may be
+    /// new (created by another thread that has not fsynced the root yet, or
+    /// by an earlier process without fsync).
+    pub(crate) fn ensure_dir_entries_durable<S: AsRef<str>>(&self, names: &[S]) -> Result<()> {
+        let unknown = {
+            let known = self
+                .inner
                 .durable_dirs
                 .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(name.to_string());
+                .unwrap_or_else(|e| e.into_inner());
+            names.iter().any(|n| !known.contains(n.as_ref()))
+        };
+        if unknown {
+            let root = &self.inner.layout.root;
+            retry_nofile(|| platform::sync_dir(root)).ctx("fsync", root)?;
+            let mut known = self
+                .inner
+                .durable_dirs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            known.extend(names.iter().map(|n| n.as_ref().to_string()));
         }
         Ok(())
     }

@@ -149,12 +149,17 @@ fn apply_chunk(
     Ok((summary, dirs))
 }
 
-/// Fsyncs each shard directory once (in parallel), and the root where a
-/// directory's own entry may be new.
+/// Fsyncs each shard directory once (in parallel), then the root once if
+/// any directory's own entry may be new.
 fn sync_dirs(store: &Store, dirs: HashSet<String>) -> Result<()> {
     let dirs: Vec<String> = dirs.into_iter().collect();
+    sync_each_dir(store, &dirs)?;
+    store.ensure_dir_entries_durable(&dirs)
+}
+
+fn sync_each_dir(store: &Store, dirs: &[String]) -> Result<()> {
     if dirs.len() <= 2 {
-        return dirs.iter().try_for_each(|d| store.sync_shard_dir_named(d));
+        return dirs.iter().try_for_each(|d| store.sync_shard_dir_only(d));
     }
     let next = Mutex::new(dirs.iter());
     let first_error = Mutex::new(None);
@@ -164,7 +169,7 @@ fn sync_dirs(store: &Store, dirs: HashSet<String>) -> Result<()> {
                 let Some(d) = next.lock().unwrap_or_else(|e| e.into_inner()).next() else {
                     return;
                 };
-                if let Err(e) = store.sync_shard_dir_named(d) {
+                if let Err(e) = store.sync_shard_dir_only(d) {
                     first_error
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
