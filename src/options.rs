@@ -13,6 +13,17 @@ pub enum Durability {
     /// The default. When `put`, `delete` or `commit` returns, the data and the
     /// directory entries are on disk: the file is fsynced, then its shard
     /// directory, and the root when a shard directory was created.
+    ///
+    /// On Windows a directory cannot be fsynced: the file's data is flushed
+    /// (`FlushFileBuffers`) before it is renamed into place, and the rename
+    /// itself is made durable by NTFS's metadata journal, which commits it
+    /// shortly after the call returns rather than before. A power cut in
+    /// that moment can lose the newest renames. Blocks are never torn (data
+    /// is flushed before its rename), and batches stay whole on the
+    /// assumption that the journal keeps metadata changes in order (the
+    /// commit record is renamed into place before any block is published).
+    /// This is not tested: the Windows suite runs under Wine, on Linux
+    /// filesystems.
     #[default]
     Fsync,
 }
