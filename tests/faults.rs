@@ -53,6 +53,22 @@ fn base_store(root: &Path, base: &Blocks) {
     store.close().unwrap();
 }
 
+/// A new store holding `base` in a fresh directory, closed: the directory
+/// guard and the store's root.
+fn base_dir(base: &Blocks) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempdir();
+    let root = dir.path().join("s");
+    base_store(&root, base);
+    (dir, root)
+}
+
+/// Opens the store at `root` with `options`, its counters exact.
+fn reopen(root: &Path, options: Options) -> Store {
+    let store = Store::open(root, options).unwrap();
+    common::wait_exact(&store);
+    store
+}
+
 /// Reopens without faults and checks the invariants: `must` present with
 /// their bytes, `gone` absent, `group` all present or all absent, `.temp/`
 /// empty, only whole blocks outside it, counters equal to a walk.
@@ -149,11 +165,8 @@ fn every_failing_call_leaves_a_consistent_store() {
 
     // put
     tally.enumerate("put", |kind, n| {
-        let dir = tempdir();
-        let root = dir.path().join("s");
-        base_store(&root, &base);
-        let store = Store::open(&root, opts()).unwrap();
-        common::wait_exact(&store);
+        let (_dir, root) = base_dir(&base);
+        let store = reopen(&root, opts());
         let new = blocks(2, 1);
         let (k, d) = new.iter().next().unwrap();
         let (fired, ok) = with_fault(kind, n, || store.put(k, d).is_ok());
@@ -168,11 +181,8 @@ fn every_failing_call_leaves_a_consistent_store() {
 
     // delete
     tally.enumerate("delete", |kind, n| {
-        let dir = tempdir();
-        let root = dir.path().join("s");
-        base_store(&root, &base);
-        let store = Store::open(&root, opts()).unwrap();
-        common::wait_exact(&store);
+        let (_dir, root) = base_dir(&base);
+        let store = reopen(&root, opts());
         let victim = base.keys().next().unwrap().clone();
         let (fired, ok) = with_fault(kind, n, || store.delete(&victim).is_ok());
         drop(store);
@@ -191,11 +201,8 @@ fn every_failing_call_leaves_a_consistent_store() {
 
     // batch: puts and deletes, committed under a fault.
     tally.enumerate("batch", |kind, n| {
-        let dir = tempdir();
-        let root = dir.path().join("s");
-        base_store(&root, &base);
-        let store = Store::open(&root, opts()).unwrap();
-        common::wait_exact(&store);
+        let (_dir, root) = base_dir(&base);
+        let store = reopen(&root, opts());
         let new = blocks(3, 20);
         let deleted: Vec<Key> = base.keys().take(3).cloned().collect();
         let (fired, ok) = with_fault(kind, n, || {
@@ -235,13 +242,10 @@ fn every_failing_call_leaves_a_consistent_store() {
 
     // open: recovery of a batch whose commit failed after its commit point.
     tally.enumerate("open", |kind, n| {
-        let dir = tempdir();
-        let root = dir.path().join("s");
-        base_store(&root, &base);
+        let (_dir, root) = base_dir(&base);
         let new = blocks(4, 20);
         {
-            let store = Store::open(&root, opts()).unwrap();
-            common::wait_exact(&store);
+            let store = reopen(&root, opts());
             let b = store.batch().unwrap();
             for (k, d) in &new {
                 b.put(k, d).unwrap();
@@ -261,12 +265,9 @@ fn every_failing_call_leaves_a_consistent_store() {
 
     // open: finishing a reshard that a failure interrupted.
     tally.enumerate("open-reshard", |kind, n| {
-        let dir = tempdir();
-        let root = dir.path().join("s");
-        base_store(&root, &base);
+        let (_dir, root) = base_dir(&base);
         {
-            let mut store = Store::open(&root, opts()).unwrap();
-            common::wait_exact(&store);
+            let mut store = reopen(&root, opts());
             // The 5th move fails: the reshard record is there, blocks in both layouts.
             fault::inject(FaultKind::Rename, 5, ErrorKind::Other);
             assert!(store.reshard(Shard::Prefix(4), &mut |_| {}).is_err());
@@ -288,11 +289,8 @@ fn every_failing_call_leaves_a_consistent_store() {
 
     // sync: a failing Store::sync is an error, and loses nothing.
     tally.enumerate("sync", |kind, n| {
-        let dir = tempdir();
-        let root = dir.path().join("s");
-        base_store(&root, &base);
-        let store = Store::open(&root, opts().durability(Durability::None)).unwrap();
-        common::wait_exact(&store);
+        let (_dir, root) = base_dir(&base);
+        let store = reopen(&root, opts().durability(Durability::None));
         let new = blocks(6, 3);
         for (k, d) in &new {
             store.put(k, d).unwrap();
@@ -311,11 +309,8 @@ fn every_failing_call_leaves_a_consistent_store() {
 
     // reshard
     tally.enumerate("reshard", |kind, n| {
-        let dir = tempdir();
-        let root = dir.path().join("s");
-        base_store(&root, &base);
-        let mut store = Store::open(&root, opts()).unwrap();
-        common::wait_exact(&store);
+        let (_dir, root) = base_dir(&base);
+        let mut store = reopen(&root, opts());
         let (fired, ok) = with_fault(kind, n, || {
             store.reshard(Shard::Prefix(4), &mut |_| {}).is_ok()
         });
@@ -342,11 +337,8 @@ fn every_failing_call_leaves_a_consistent_store() {
         if kind != FaultKind::Unlink {
             return false;
         }
-        let dir = tempdir();
-        let root = dir.path().join("s");
-        base_store(&root, &base);
-        let store = Store::open(&root, opts()).unwrap();
-        common::wait_exact(&store);
+        let (_dir, root) = base_dir(&base);
+        let store = reopen(&root, opts());
         let victim = base.keys().next().unwrap().clone();
         let new = blocks(5, 4);
         let (fired, _) = with_fault(kind, n, || {
