@@ -2,18 +2,18 @@
 //! exercised through the traits only, with read-back through the plain
 //! `Store` API and the other way round.
 //!
-//! One suite (`suite::*`) runs against both traits through a small common
-//! facade, on every durability and two shard functions; then each trait has
-//! tests of its own details (error types, default methods, `remove`,
-//! multihash sizes).
-#![cfg(any(feature = "fvm", feature = "blockstore"))]
+//! One suite (`suite::*`) runs through a small common facade against the
+//! store's own CID-level API (`put_block`, `get_block`, `has_block`, a batch
+//! of `Batch::put_block` for many) and against both traits, on every
+//! durability and two shard functions; then each trait has tests of its own
+//! details (error types, default methods, `remove`, multihash sizes).
 
 mod common;
 
 use common::{opts, temp_entries, tempdir, visible_data_files};
 use flatstore::cid::Cid;
 use flatstore::multihash::Multihash;
-use flatstore::{Durability, Key, Options, Shard, Store};
+use flatstore::{Durability, Key, Shard, Store};
 use multihash_codetable::{Code, MultihashDigest};
 
 const RAW: u64 = 0x55;
@@ -59,6 +59,41 @@ trait Api {
     fn has(&self, cid: &Cid) -> Result<bool, String>;
     fn put_keyed(&self, cid: &Cid, data: &[u8]) -> Result<(), String>;
     fn put_many_keyed(&self, blocks: Vec<(Cid, Vec<u8>)>) -> Result<(), String>;
+    /// Whether a put checks the data against its CID (the store's own API
+    /// does; the traits trust the CID their caller computed).
+    fn checks_hashes(&self) -> bool {
+        false
+    }
+}
+
+/// The store's own CID-level API, which the traits are measured against.
+struct Native<'a>(&'a Store);
+
+impl Api for Native<'_> {
+    fn get(&self, cid: &Cid) -> Result<Option<Vec<u8>>, String> {
+        self.0.get_block(cid).map_err(|e| e.to_string())
+    }
+    fn has(&self, cid: &Cid) -> Result<bool, String> {
+        self.0.has_block(cid).map_err(|e| e.to_string())
+    }
+    fn put_keyed(&self, cid: &Cid, data: &[u8]) -> Result<(), String> {
+        self.0.put_block(cid, data).map_err(|e| e.to_string())
+    }
+    fn put_many_keyed(&self, blocks: Vec<(Cid, Vec<u8>)>) -> Result<(), String> {
+        let batch = self.0.batch().map_err(|e| e.to_string())?;
+        for (cid, data) in &blocks {
+            batch.put_block(cid, data).map_err(|e| e.to_string())?;
+        }
+        batch.commit().map(|_| ()).map_err(|e| e.to_string())
+    }
+    fn checks_hashes(&self) -> bool {
+        true
+    }
+}
+
+#[test]
+fn native_cid_api_conformance() {
+    suite::run_all(&|s| Box::new(Native(s)));
 }
 
 #[cfg(feature = "fvm")]
@@ -206,7 +241,12 @@ mod suite {
         let path = store.block_path(&Key::from_cid(&cid));
         let before = std::fs::metadata(&path).unwrap().modified().unwrap();
         std::thread::sleep(std::time::Duration::from_millis(20));
-        api.put_keyed(&cid, b"second, longer").unwrap();
+        let second = api.put_keyed(&cid, b"second, longer");
+        if api.checks_hashes() {
+            assert!(second.unwrap_err().contains("hash mismatch"));
+        } else {
+            second.unwrap();
+        }
         assert_eq!(api.get(&cid).unwrap().unwrap(), b"first");
         assert_eq!(
             std::fs::metadata(&path).unwrap().modified().unwrap(),
@@ -216,12 +256,21 @@ mod suite {
         // Same in a bulk put: the stored block stays, and within the call the
         // first block of a key wins.
         let other = sha_cid(RAW, b"other");
-        api.put_many_keyed(vec![
-            (cid, b"third".to_vec()),
-            (other, b"other".to_vec()),
-            (other, b"not other".to_vec()),
-        ])
-        .unwrap();
+        let many = |first: &[u8]| {
+            vec![
+                (cid, first.to_vec()),
+                (other, b"other".to_vec()),
+                (other, b"not other".to_vec()),
+            ]
+        };
+        if api.checks_hashes() {
+            // Data that does not match its CID fails the whole bulk put.
+            assert!(api.put_many_keyed(many(b"third")).is_err());
+            assert!(!api.has(&other).unwrap());
+            api.put_many_keyed(many(b"first")[..2].to_vec()).unwrap();
+        } else {
+            api.put_many_keyed(many(b"third")).unwrap();
+        }
         assert_eq!(api.get(&cid).unwrap().unwrap(), b"first");
         assert_eq!(api.get(&other).unwrap().unwrap(), b"other");
         let s = store.stats();
@@ -386,7 +435,7 @@ mod fvm {
     #[test]
     fn errors_downcast_to_store_errors() {
         let dir = tempdir();
-        let store = Store::open(dir.path().join("s"), Options::default()).unwrap();
+        let store = Store::open(dir.path().join("s"), flatstore::Options::default()).unwrap();
         let err = store.put_keyed(&identity_cid(b"a"), b"b").unwrap_err();
         assert!(matches!(
             err.downcast_ref::<flatstore::Error>(),
@@ -394,7 +443,11 @@ mod fvm {
         ));
         store.close().unwrap();
 
-        let ro = Store::open(dir.path().join("s"), Options::default().read_only(true)).unwrap();
+        let ro = Store::open(
+            dir.path().join("s"),
+            flatstore::Options::default().read_only(true),
+        )
+        .unwrap();
         let err = ro.put_keyed(&sha_cid(RAW, b"x"), b"x").unwrap_err();
         assert!(matches!(
             err.downcast_ref::<flatstore::Error>(),
@@ -427,7 +480,7 @@ mod asynchronous {
     fn futures_are_send() {
         fn send<T: Send>(_: &T) {}
         let dir = tempdir();
-        let store = Store::open(dir.path().join("s"), Options::default()).unwrap();
+        let store = Store::open(dir.path().join("s"), flatstore::Options::default()).unwrap();
         let cid = sha_cid(RAW, b"x");
         send(&Blockstore::get(&store, &cid));
         send(&Blockstore::put_keyed(&store, &cid, b"x"));
@@ -547,7 +600,7 @@ mod asynchronous {
     fn error_mapping_and_close() {
         let dir = tempdir();
         let root = dir.path().join("s");
-        let store = Store::open(&root, Options::default()).unwrap();
+        let store = Store::open(&root, flatstore::Options::default()).unwrap();
         let r = block_on(store.put_keyed(&identity_cid(b"a"), b"b"));
         assert!(
             matches!(&r, Err(blockstore::Error::CidError(CidError::InvalidCid(m))) if m.contains("hash mismatch")),
@@ -558,7 +611,7 @@ mod asynchronous {
         block_on(Blockstore::close(store)).unwrap();
         assert!(root.join("diskUsage.cache").exists());
 
-        let ro = Store::open(&root, Options::default().read_only(true)).unwrap();
+        let ro = Store::open(&root, flatstore::Options::default().read_only(true)).unwrap();
         let r = block_on(ro.put_keyed(&sha_cid(RAW, b"x"), b"x"));
         assert!(
             matches!(&r, Err(blockstore::Error::FatalDatabaseError(m)) if m.contains("read-only")),
@@ -582,7 +635,7 @@ fn without_a_runtime_futures_are_ready_at_first_poll() {
     use std::task::{Context, Poll, Waker};
 
     let dir = tempdir();
-    let store = Store::open(dir.path().join("s"), Options::default()).unwrap();
+    let store = Store::open(dir.path().join("s"), flatstore::Options::default()).unwrap();
     let data = common::block(1, 1 << 20);
     let cid = sha_cid(RAW, &data);
     let mut cx = Context::from_waker(Waker::noop());
@@ -664,6 +717,6 @@ mod on_tokio {
         assert!(!store.has(&Key::from_cid(&cid)).unwrap());
         runtime().block_on(Blockstore::close(store)).unwrap();
         // The lock is released: the store opens again.
-        Store::open(&root, Options::default()).unwrap();
+        Store::open(&root, flatstore::Options::default()).unwrap();
     }
 }
