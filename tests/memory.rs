@@ -1,10 +1,13 @@
-//! A batch of 2 GiB runs in bounded memory (Linux: peak RSS from /proc).
+//! A batch of 2 GiB, and the import of a 1 GiB CAR, run in bounded memory
+//! (Linux: peak RSS from /proc).
 #![cfg(target_os = "linux")]
 
 mod common;
 
 use common::child::{self, spawn};
-use flatstore::{Durability, Key, Options, Store};
+use flatstore::cid::Cid;
+use flatstore::{CarWriter, Durability, ImportOptions, Key, Options, Store};
+use multihash_codetable::{Code, MultihashDigest};
 
 fn peak_rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
@@ -51,4 +54,95 @@ fn two_gib_batch_stays_under_100_mib() {
     assert_eq!(got.len(), 1 << 20);
     assert_eq!(&got[..4], &2047u32.to_le_bytes());
     assert_eq!(store.stats().bytes, 2048 << 20);
+}
+
+/// Blocks of the generated CAR: 1,024 raw blocks of 1 MiB.
+const CAR_BLOCKS: u32 = 1024;
+
+fn car_block(i: u32) -> Vec<u8> {
+    let mut d = common::block(7, 1 << 20);
+    d[..4].copy_from_slice(&i.to_le_bytes());
+    d
+}
+
+fn raw_cid(data: &[u8]) -> Cid {
+    Cid::new_v1(0x55, Code::Sha2_256.digest(data))
+}
+
+/// A CARv1 of [`CAR_BLOCKS`] blocks, made frame by frame as it is read (so
+/// the CAR itself is never in memory or on disk).
+struct GeneratedCar {
+    next: u32,
+    frame: Vec<u8>,
+    pos: usize,
+}
+
+impl GeneratedCar {
+    fn new() -> GeneratedCar {
+        let header = CarWriter::new(Vec::new(), &[raw_cid(&car_block(0))])
+            .unwrap()
+            .finish()
+            .unwrap();
+        GeneratedCar {
+            next: 0,
+            frame: header,
+            pos: 0,
+        }
+    }
+}
+
+impl std::io::Read for GeneratedCar {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.pos == self.frame.len() {
+            if self.next == CAR_BLOCKS {
+                return Ok(0);
+            }
+            let data = car_block(self.next);
+            self.next += 1;
+            let cid = raw_cid(&data).to_bytes();
+            self.frame.clear();
+            let mut len = (cid.len() + data.len()) as u64;
+            while len >= 0x80 {
+                self.frame.push((len as u8) | 0x80);
+                len >>= 7;
+            }
+            self.frame.push(len as u8);
+            self.frame.extend_from_slice(&cid);
+            self.frame.extend_from_slice(&data);
+            self.pos = 0;
+        }
+        let n = buf.len().min(self.frame.len() - self.pos);
+        buf[..n].copy_from_slice(&self.frame[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Child: imports the generated 1 GiB CAR and reports its peak RSS.
+#[test]
+#[ignore = "child process entry point"]
+fn child_big_import() {
+    let Some(root) = child::arg() else { return };
+    let store = Store::open(&root, Options::default().durability(Durability::None)).unwrap();
+    let s = store
+        .import_car(GeneratedCar::new(), &ImportOptions::new())
+        .unwrap();
+    assert_eq!((s.written, s.bytes), (CAR_BLOCKS as u64, 1 << 30));
+    child::say(&format!("rss {}", peak_rss_kib()));
+}
+
+#[test]
+fn one_gib_car_import_stays_under_100_mib() {
+    let dir = common::tempdir();
+    let root = dir.path().join("s");
+    let (mut c, lines) = spawn(child::command("child_big_import", root.to_str().unwrap()));
+    let line = lines.expect("rss ", 900);
+    assert!(c.wait().unwrap().success());
+    let kib: u64 = line["rss ".len()..].parse().unwrap();
+    eprintln!("peak RSS of a 1 GiB CAR import: {} MiB", kib / 1024);
+    assert!(kib < 100 * 1024, "peak RSS {kib} KiB");
+    let store = Store::open(&root, Options::default()).unwrap();
+    let last = car_block(CAR_BLOCKS - 1);
+    assert_eq!(store.get_block(&raw_cid(&last)).unwrap(), Some(last));
+    assert_eq!(store.stats().blocks, CAR_BLOCKS as u64);
 }
