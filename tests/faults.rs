@@ -134,9 +134,22 @@ fn check(root: &Path, must: &Blocks, gone: &[Key], group: &Blocks, what: &str) -
 /// Runs `op` with the `n`-th call of `kind` failing; returns (whether the
 /// fault fired, whether the operation returned Ok).
 fn with_fault(kind: FaultKind, n: u64, op: impl FnOnce() -> bool) -> (bool, bool) {
-    fault::inject(kind, n, ErrorKind::Other);
+    fault::inject(kind, n, error_for(kind, n));
     let ok = op();
     (fault::clear(), ok)
+}
+
+/// The error the `n`-th call of `kind` fails with: every other N a generic
+/// I/O error, and in between what that call really meets when things go
+/// wrong (a full disk for writes, a refusal for removals and listings).
+fn error_for(kind: FaultKind, n: u64) -> ErrorKind {
+    if n % 2 == 1 {
+        return ErrorKind::Other;
+    }
+    match kind {
+        FaultKind::Unlink | FaultKind::Readdir => ErrorKind::PermissionDenied,
+        _ => ErrorKind::StorageFull,
+    }
 }
 
 struct Tally {
