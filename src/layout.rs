@@ -31,9 +31,32 @@ pub(crate) const TEMP: &str = ".temp";
 pub(crate) const DISK_USAGE: &str = "diskUsage.cache";
 /// Lock file.
 pub(crate) const LOCK: &str = ".lock";
-/// Where `verify --repair` moves damaged blocks.
-#[allow(dead_code)]
+/// Where `verify --repair` and `reshard` move damaged or conflicting copies.
 pub(crate) const QUARANTINE: &str = ".quarantine";
+
+/// Creates `ROOT/.quarantine/` if it is missing (making its entry in the
+/// root durable when `durable`), and returns its path.
+pub(crate) fn ensure_quarantine(root: &Path, durable: bool) -> Result<PathBuf> {
+    let q = root.join(QUARANTINE);
+    match platform::create_dir(&q) {
+        Ok(()) if durable => platform::sync_dir(root).ctx("fsync", root)?,
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(Error::io("create directory", q, e)),
+    }
+    Ok(q)
+}
+
+/// The `n`-th name tried for a file `name` moved into the quarantine
+/// directory `q`: `name` itself, then `name.1`, `name.2`, … so that no
+/// earlier quarantined file is ever replaced.
+pub(crate) fn quarantine_candidate(q: &Path, name: &str, n: u64) -> PathBuf {
+    if n == 0 {
+        q.join(name)
+    } else {
+        q.join(format!("{name}.{n}"))
+    }
+}
 
 /// Builds the paths of one store.
 #[derive(Debug, Clone)]

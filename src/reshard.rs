@@ -135,7 +135,7 @@ pub(crate) fn run(
             match platform::rename_noreplace(&src, &dest) {
                 Ok(()) => summary.moved += 1,
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                    if resolve_twice_stored(root, &key, &src, &dest)? {
+                    if resolve_twice_stored(root, &key, &src, &dest, durable)? {
                         summary.duplicates_removed += 1;
                     } else {
                         summary.conflicts_quarantined += 1;
@@ -176,7 +176,13 @@ pub(crate) fn run(
 /// the other goes to `.quarantine/` under a name no earlier quarantined
 /// file has (returns `false`). Each step leaves one copy in the old or the
 /// new place, so a crash midway is finished by running the walk again.
-fn resolve_twice_stored(root: &Path, key: &Key, src: &Path, dest: &Path) -> Result<bool> {
+fn resolve_twice_stored(
+    root: &Path,
+    key: &Key,
+    src: &Path,
+    dest: &Path,
+    durable: bool,
+) -> Result<bool> {
     if same_contents(src, dest)? {
         platform::remove_file(src).ctx("remove", src)?;
         return Ok(true);
@@ -184,10 +190,10 @@ fn resolve_twice_stored(root: &Path, key: &Key, src: &Path, dest: &Path) -> Resu
     let displaced_is_good = hashes_to(key, src)? == Some(true);
     let in_place_is_good = hashes_to(key, dest)? == Some(true);
     if displaced_is_good && !in_place_is_good {
-        quarantine(root, dest)?;
+        quarantine(root, dest, durable)?;
         platform::rename_noreplace(src, dest).ctx("rename", src)?;
     } else {
-        quarantine(root, src)?;
+        quarantine(root, src, durable)?;
     }
     Ok(false)
 }
@@ -249,21 +255,12 @@ fn hashes_to(key: &Key, path: &Path) -> Result<Option<bool>> {
 /// Moves `path` into `ROOT/.quarantine/` under its own name, or with a
 /// `.1`, `.2`, … suffix if a file of that name is already there (never
 /// replacing one). Returns where it went.
-fn quarantine(root: &Path, path: &Path) -> Result<PathBuf> {
-    let q = root.join(layout::QUARANTINE);
-    match platform::create_dir(&q) {
-        Ok(()) => {}
-        Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(Error::io("create directory", q, e)),
-    }
+fn quarantine(root: &Path, path: &Path, durable: bool) -> Result<PathBuf> {
+    let q = layout::ensure_quarantine(root, durable)?;
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let mut n = 0u64;
     loop {
-        let dest = if n == 0 {
-            q.join(&*name)
-        } else {
-            q.join(format!("{name}.{n}"))
-        };
+        let dest = layout::quarantine_candidate(&q, &name, n);
         match platform::rename_noreplace(path, &dest) {
             Ok(()) => return Ok(dest),
             Err(e) if e.kind() == ErrorKind::AlreadyExists => n += 1,

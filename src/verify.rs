@@ -8,11 +8,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use rayon::prelude::*;
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::files::retry_nofile;
 use crate::hash::{Check, StreamHasher};
 use crate::key::Key;
-use crate::layout::QUARANTINE;
+use crate::layout::{self, QUARANTINE};
 use crate::listing::shard_dirs;
 use crate::platform;
 use crate::store::{Published, Store};
@@ -219,17 +219,11 @@ impl Store {
         }
         let layout = self.layout();
         let dirs = shard_dirs(layout)?;
-        let quarantine = layout.root.join(QUARANTINE);
-        if options.repair {
-            match platform::create_dir(&quarantine) {
-                Ok(()) if self.durable() => {
-                    platform::sync_dir(&layout.root).ctx("fsync", &layout.root)?
-                }
-                Ok(()) => {}
-                Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(Error::io("create directory", quarantine, e)),
-            }
-        }
+        let quarantine = if options.repair {
+            layout::ensure_quarantine(&layout.root, self.durable())?
+        } else {
+            layout.root.join(QUARANTINE)
+        };
         let run = Run {
             store: self,
             options,
@@ -418,13 +412,9 @@ impl Run<'_> {
     /// Moves the damaged block into the quarantine; returns where it went.
     fn quarantine(&self, key: &Key, buf: &mut [u8]) -> Result<Option<PathBuf>> {
         let name = format!("{key}{}", crate::layout::DATA_EXT);
-        let mut n = 0u32;
+        let mut n = 0u64;
         let dest = loop {
-            let dest = if n == 0 {
-                self.quarantine.join(&name)
-            } else {
-                self.quarantine.join(format!("{name}.{n}"))
-            };
+            let dest = layout::quarantine_candidate(&self.quarantine, &name, n);
             match self.store.move_block_out(key, &dest) {
                 Ok(Some(_)) => break dest,
                 Ok(None) => return Ok(None),

@@ -131,6 +131,11 @@ fn check(root: &Path, must: &Blocks, gone: &[Key], group: &Blocks, what: &str) -
     present == group.len()
 }
 
+/// [`check`] of a store that must hold exactly `base`, as before the fault.
+fn check_unchanged(root: &Path, base: &Blocks, what: &str) {
+    check(root, base, &[], &BTreeMap::new(), what);
+}
+
 /// Runs `op` with the `n`-th call of `kind` failing; returns (whether the
 /// fault fired, whether the operation returned Ok).
 fn with_fault(kind: FaultKind, n: u64, op: impl FnOnce() -> bool) -> (bool, bool) {
@@ -292,13 +297,7 @@ fn every_failing_call_leaves_a_consistent_store() {
         }
         assert!(root.join(".temp/reshard").is_file());
         let (fired, _) = with_fault(kind, n, || Store::open(&root, opts()).is_ok());
-        check(
-            &root,
-            &base,
-            &[],
-            &BTreeMap::new(),
-            &format!("open-reshard {kind:?}#{n}"),
-        );
+        check_unchanged(&root, &base, &format!("open-reshard {kind:?}#{n}"));
         let store = Store::open(&root, opts()).unwrap();
         assert_eq!(store.shard(), Shard::Prefix(4), "open-reshard {kind:?}#{n}");
         fired
@@ -332,13 +331,7 @@ fn every_failing_call_leaves_a_consistent_store() {
             store.reshard(Shard::Prefix(4), &mut |_| {}).is_ok()
         });
         drop(store);
-        check(
-            &root,
-            &base,
-            &[],
-            &BTreeMap::new(),
-            &format!("reshard {kind:?}#{n}"),
-        );
+        check_unchanged(&root, &base, &format!("reshard {kind:?}#{n}"));
         let store = Store::open(&root, opts()).unwrap();
         // Whatever happened, the next open finished (or never started) the reshard.
         assert!(ok <= (store.shard() == Shard::Prefix(4)));

@@ -38,14 +38,20 @@ fn child_big_batch() {
     }
 }
 
+/// Runs the child entry point `name` on the store at `root`; returns the
+/// peak RSS (KiB) it reported after a successful run.
+fn child_peak_rss_kib(name: &str, root: &std::path::Path) -> u64 {
+    let (mut c, lines) = spawn(child::command(name, root.to_str().unwrap()));
+    let line = lines.expect("rss ", 900);
+    assert!(c.wait().unwrap().success());
+    line["rss ".len()..].parse().unwrap()
+}
+
 #[test]
 fn two_gib_batch_stays_under_100_mib() {
     let dir = common::tempdir();
     let root = dir.path().join("s");
-    let (mut c, lines) = spawn(child::command("child_big_batch", root.to_str().unwrap()));
-    let line = lines.expect("rss ", 900);
-    assert!(c.wait().unwrap().success());
-    let kib: u64 = line["rss ".len()..].parse().unwrap();
+    let kib = child_peak_rss_kib("child_big_batch", &root);
     eprintln!("peak RSS of a 2 GiB batch: {} MiB", kib / 1024);
     assert!(kib < 100 * 1024, "peak RSS {kib} KiB");
     // And the data is really there.
@@ -135,10 +141,7 @@ fn child_big_import() {
 fn one_gib_car_import_stays_under_100_mib() {
     let dir = common::tempdir();
     let root = dir.path().join("s");
-    let (mut c, lines) = spawn(child::command("child_big_import", root.to_str().unwrap()));
-    let line = lines.expect("rss ", 900);
-    assert!(c.wait().unwrap().success());
-    let kib: u64 = line["rss ".len()..].parse().unwrap();
+    let kib = child_peak_rss_kib("child_big_import", &root);
     eprintln!("peak RSS of a 1 GiB CAR import: {} MiB", kib / 1024);
     assert!(kib < 100 * 1024, "peak RSS {kib} KiB");
     let store = Store::open(&root, Options::default()).unwrap();
