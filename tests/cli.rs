@@ -290,6 +290,35 @@ fn has_of_an_identity_cid_is_true_without_a_file() {
 }
 
 #[test]
+fn an_upper_case_cid_is_read_as_the_cid() {
+    let dir = common::tempdir();
+    let repo = dir.path().join("repo");
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, b"").unwrap();
+    // The upper-case base32 form of a CIDv1 is also a valid key string.
+    let upper = EMPTY_RAW.to_ascii_uppercase();
+    assert!(flatstore::Key::new(&upper).is_ok());
+    let put = json(&repo, &["put", &upper, empty.to_str().unwrap()]);
+    let key = flatstore::Key::from_cid(&EMPTY_RAW.parse().unwrap());
+    assert_eq!(put["key"].as_str(), Some(key.as_str()));
+    assert_eq!(json(&repo, &["has", EMPTY_RAW])["present"], true);
+    assert_eq!(json(&repo, &["has", &upper])["present"], true);
+    // As a CID, its data is hash-checked.
+    let file = dir.path().join("data");
+    std::fs::write(&file, b"hello").unwrap();
+    fails(
+        &repo,
+        &["put", &upper, file.to_str().unwrap()],
+        "hash mismatch",
+    );
+    // A key that is a multihash is still a key, not parsed as a CID.
+    assert_eq!(json(&repo, &["has", key.as_str()])["present"], true);
+    let files = common::visible_data_files(&repo);
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(files[0].ends_with(format!("{}.data", key.as_str())));
+}
+
+#[test]
 fn repo_defaults_to_flatstore_in_the_working_directory() {
     let dir = common::tempdir();
     let out = Command::new(env!("CARGO_BIN_EXE_flatstore"))

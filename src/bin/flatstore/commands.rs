@@ -70,18 +70,22 @@ enum Target {
 }
 
 impl Target {
+    /// A store key that is the base32 of a multihash is taken as a key; else
+    /// a CID (so an upper-case base32 CIDv1, `BAFY…`, which is also a valid
+    /// key string, is taken as the CID it is); else any valid key.
     fn parse(s: &str) -> Result<Target> {
-        if let Ok(k) = Key::new(s) {
-            return Ok(Target::Key(k));
-        }
-        match s.parse::<Cid>() {
-            Ok(cid) => Ok(Target::Cid(cid, Key::from_cid(&cid))),
-            Err(_) => {
-                Ok(Target::Key(Key::new(s).with_context(|| {
-                    format!("{s:?} is neither a key nor a CID")
-                })?))
+        let key = Key::new(s);
+        if let Ok(k) = &key {
+            if k.to_multihash().is_ok() {
+                return Ok(Target::Key(k.clone()));
             }
         }
+        if let Ok(cid) = s.parse::<Cid>() {
+            return Ok(Target::Cid(cid, Key::from_cid(&cid)));
+        }
+        Ok(Target::Key(key.with_context(|| {
+            format!("{s:?} is neither a key nor a CID")
+        })?))
     }
 
     fn key(&self) -> &Key {
