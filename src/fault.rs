@@ -2,7 +2,7 @@
 //! of a given kind fail with a chosen error.
 //!
 //! Compiled in only with the `fault-injection` feature; otherwise
-//! [`hit`] is an empty inline function. The plan is process-wide (batch
+//! `hit` is an empty inline function. The plan is process-wide (batch
 //! writers and publishers run on other threads), so a test that uses it must
 //! be the only one running in its process.
 

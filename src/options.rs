@@ -104,7 +104,11 @@ impl Options {
     }
 
     /// Cap on the files the store holds open at once (default: half of the
-    /// process's open-file limit, at most 1,024).
+    /// process's open-file limit, at most 1,024). Operations wait for a slot
+    /// when the cap is reached. Handles returned by
+    /// [`Store::reader`](crate::Store::reader) are the caller's and are not
+    /// counted (counting them could leave a caller holding many readers
+    /// waiting on itself); the default leaves half of the limit for them.
     pub fn max_open_files(mut self, files: usize) -> Options {
         self.max_open_files = Some(files.max(1));
         self

@@ -464,7 +464,9 @@ impl Store {
 
     /// Opens the block for streaming reads, or `None` if it is absent. The
     /// handle does not stop others from deleting the block meanwhile (the
-    /// reader keeps reading the whole, old data).
+    /// reader keeps reading the whole, old data). It is the caller's open
+    /// file, not counted against
+    /// [`Options::max_open_files`](crate::Options::max_open_files).
     pub fn reader(&self, key: &Key) -> Result<Option<BlockReader>> {
         let path = self.inner.layout.block_path(key);
         let Some(file) = self.open_block(&path)? else {
