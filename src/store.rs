@@ -344,6 +344,72 @@ impl Store {
         }
     }
 
+    /// Publishes the staged file `from` as `key` in place of a stored block
+    /// (a batch's `delete A, put A`). Returns whether a block was replaced,
+    /// and how `from` was published.
+    ///
+    /// Where names can be swapped atomically (Linux), readers of `key` see
+    /// the old block or the new one, never neither: `from` gets a second
+    /// name beside it, that name is swapped with the block's, and the old
+    /// block, now under the second name, is removed. `from` itself is
+    /// removed only once the new block is in place, so a crash at any step
+    /// leaves `from` for the batch's recovery to publish again (swapping two
+    /// names of one file changes nothing). Elsewhere, the old block is
+    /// deleted and `from` published, and a reader can find the key absent
+    /// in between.
+    pub(crate) fn replace_block(
+        &self,
+        from: &Path,
+        key: &Key,
+        size: u64,
+    ) -> Result<(bool, Published)> {
+        if platform::exchange_supported() {
+            if let Some(done) = self.swap_in(from, key, size)? {
+                return Ok(done);
+            }
+        }
+        let replaced = self.delete_unsynced(key)?;
+        Ok((replaced, self.publish(from, key, size)?))
+    }
+
+    /// [`replace_block`](Store::replace_block) by a swap of names; `None`
+    /// if this filesystem cannot (nothing changed).
+    fn swap_in(&self, from: &Path, key: &Key, size: u64) -> Result<Option<(bool, Published)>> {
+        let dest = self.inner.layout.block_path(key);
+        let second = from.with_extension("swap");
+        let remove_second = || match platform::remove_file(&second) {
+            Err(e) if e.kind() != ErrorKind::NotFound => Err(Error::io("remove", &second, e)),
+            _ => Ok(()),
+        };
+        // Left by an interrupted try (recovery); it may hold an old block.
+        remove_second()?;
+        // A filesystem without hard links (or any failure to make one):
+        // the other way is as correct, only not atomic for readers.
+        if platform::hard_link(from, &second).is_err() {
+            return Ok(None);
+        }
+        match platform::exchange(&second, &dest) {
+            Ok(true) => {
+                // `second` now holds the replaced block.
+                let old = fs::metadata(&second).map(|m| m.len()).unwrap_or(0);
+                self.inner.usage.add(0, size as i64 - old as i64);
+                platform::remove_file(from).ctx("remove", from)?;
+                remove_second()?;
+                Ok(Some((true, Published::Written)))
+            }
+            Ok(false) => {
+                remove_second()?;
+                Ok(None)
+            }
+            // No stored block (or no shard directory) to replace.
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                remove_second()?;
+                Ok(Some((false, self.publish(from, key, size)?)))
+            }
+            Err(e) => Err(Error::io("swap", dest, e)),
+        }
+    }
+
     /// Creates `key`'s shard directory if missing; under Fsync, makes its
     /// entry in the root durable.
     fn create_shard_dir(&self, key: &Key) -> Result<()> {

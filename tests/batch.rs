@@ -281,3 +281,54 @@ fn failed_staging_write_poisons_the_batch_and_leaves_nothing() {
     assert!(visible_data_files(&root).is_empty());
     assert!(temp_entries(&root).is_empty());
 }
+
+/// `delete A, put A` in one batch replaces a stored A. On Linux the new
+/// block is swapped in (`renameat2(RENAME_EXCHANGE)`), so a reader of A
+/// finds the old block or the new one at every instant, never neither;
+/// elsewhere the old one is deleted first, and only the outcome is checked.
+#[test]
+fn a_replace_is_never_absent_to_readers() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    for durability in [Durability::None, Durability::Fsync] {
+        let dir = tempdir();
+        let store = Store::open(dir.path().join("s"), opts(durability)).unwrap();
+        let a = k("CIQREPLACED");
+        let copies: Vec<Vec<u8>> = (0..50).map(|i| block(i, 100 + i as usize)).collect();
+        store.put(&a, &copies[0]).unwrap();
+        let stop = AtomicBool::new(false);
+        let (reads, absent) = std::thread::scope(|s| {
+            let reader = s.spawn(|| {
+                let (mut reads, mut absent) = (0u64, 0u64);
+                while !stop.load(Ordering::Relaxed) {
+                    match store.get(&a).unwrap() {
+                        Some(got) => assert!(copies.contains(&got), "a partial block"),
+                        None => absent += 1,
+                    }
+                    reads += 1;
+                }
+                (reads, absent)
+            });
+            for copy in &copies[1..] {
+                let b = store.batch().unwrap();
+                b.delete(&a).unwrap();
+                b.put(&a, copy).unwrap();
+                let summary = b.commit().unwrap();
+                assert_eq!((summary.deleted, summary.written), (1, 1));
+                assert_eq!(store.get(&a).unwrap().as_ref(), Some(copy));
+                let stats = store.stats();
+                assert_eq!((stats.blocks, stats.bytes), (1, copy.len() as u64));
+                assert!(temp_entries(store.root()).is_empty(), "staging left");
+            }
+            stop.store(true, Ordering::Relaxed);
+            reader.join().unwrap()
+        });
+        assert!(reads > 0);
+        if cfg!(target_os = "linux") {
+            assert_eq!(
+                absent, 0,
+                "{durability:?}: A absent in {absent} of {reads} reads"
+            );
+        }
+        assert_eq!(visible_data_files(store.root()).len(), 1);
+    }
+}

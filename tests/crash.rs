@@ -12,6 +12,8 @@ use flatstore::{Durability, Key, Store};
 use rand::{Rng, SeedableRng};
 
 const BLOCKS: u64 = 2000;
+/// What the parent writes over the block that the next batch replaces.
+const DAMAGED: &[u8] = b"damaged";
 
 fn trial_block(trial: u64, i: u64) -> Vec<u8> {
     block(trial * 1_000_000 + i, 200 + (i as usize * 131) % 1800)
@@ -46,8 +48,12 @@ fn child_commit_batch() {
     }
     // Also delete a block of the previous trial, so deletes are part of the
     // all-or-nothing too.
+    // And replace (delete, then put) another, which the parent damaged.
     if trial > 0 {
         batch.delete(&key_of(&trial_block(trial - 1, 0))).unwrap();
+        let replaced = trial_block(trial - 1, 1);
+        batch.delete(&key_of(&replaced)).unwrap();
+        batch.put(&key_of(&replaced), &replaced).unwrap();
     }
     child::say("commit");
     batch.commit().unwrap();
@@ -89,6 +95,21 @@ fn crash_trials(dur: &str, trials: u64) -> Outcome {
     let mut committed: Vec<u64> = vec![0];
     let mut out = Outcome { all: 0, none: 0 };
     for t in 1..=trials {
+        // Damage block 1 of the previous trial (if it is stored), which this
+        // trial's batch replaces; the counters are then recomputed from the files.
+        let replaced = trial_block(t - 1, 1);
+        let damaged = committed.last() == Some(&(t - 1));
+        if damaged {
+            let path = Store::open(&root, opts(Durability::None))
+                .unwrap()
+                .block_path(&key_of(&replaced));
+            std::fs::write(&path, DAMAGED).unwrap();
+            // (Absent if the counters were still being recomputed.)
+            match std::fs::remove_file(root.join("diskUsage.cache")) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => panic!("{e}"),
+                _ => {}
+            }
+        }
         let (mut c, lines) = spawn(child::command("child_commit_batch", &arg(t)));
         // The kill instant is drawn in one of three phases, each timed from
         // the child's own signal so that load on the machine does not skew
@@ -147,8 +168,14 @@ fn crash_trials(dur: &str, trials: u64) -> Outcome {
             })
             .count() as u64;
         let prev_deleted = !store.has(&key_of(&trial_block(t - 1, 0))).unwrap();
+        let now_replaced = store.get(&key_of(&replaced)).unwrap();
         if present == BLOCKS {
             assert!(prev_deleted, "trial {t}: puts applied but not the delete");
+            assert_eq!(
+                now_replaced.as_ref(),
+                Some(&replaced),
+                "trial {t}: puts applied but not the replace"
+            );
             out.all += 1;
             committed.push(t);
         } else {
@@ -164,12 +191,18 @@ fn crash_trials(dur: &str, trials: u64) -> Outcome {
             if prev_was_committed {
                 assert!(!prev_deleted, "trial {t}: delete applied without the puts");
             }
+            let before = damaged.then_some(DAMAGED);
+            assert_eq!(
+                now_replaced.as_deref(),
+                before,
+                "trial {t}: replace applied without the puts"
+            );
             out.none += 1;
         }
-        // Earlier committed trials are intact (a sample of each; block 0 of
-        // a trial may have been deleted by the next one).
+        // Earlier committed trials are intact (a sample of each; blocks 0
+        // and 1 of a trial may have been deleted or damaged for the next one).
         for &ct in &committed {
-            for i in [1, BLOCKS / 2, BLOCKS - 1] {
+            for i in [2, BLOCKS / 2, BLOCKS - 1] {
                 let d = trial_block(ct, i);
                 assert_eq!(
                     store.get(&key_of(&d)).unwrap().as_ref(),

@@ -262,6 +262,55 @@ fn every_failing_call_leaves_a_consistent_store() {
         fired
     });
 
+    // replace: `delete A, put A` in a batch swaps in the new A. A is stored
+    // damaged; after any fault and a reopen, A is the damaged copy if the
+    // batch did not happen and the new copy if it did, never absent.
+    tally.enumerate("replace", |kind, n| {
+        let (_dir, root) = base_dir(&base);
+        let (victim, good) = base
+            .iter()
+            .next()
+            .map(|(k, d)| (k.clone(), d.clone()))
+            .unwrap();
+        let damaged = b"damaged".to_vec();
+        let path = Store::open(&root, opts()).unwrap().block_path(&victim);
+        std::fs::write(&path, &damaged).unwrap();
+        // The counters are recomputed from the files, damaged copy included.
+        std::fs::remove_file(root.join("diskUsage.cache")).unwrap();
+        let store = reopen(&root, opts());
+        let new = blocks(7, 5);
+        let (fired, ok) = with_fault(kind, n, || {
+            let Ok(b) = store.batch() else { return false };
+            for (k, d) in &new {
+                if b.put(k, d).is_err() {
+                    return false;
+                }
+            }
+            if b.delete(&victim).is_err() || b.put(&victim, &good).is_err() {
+                return false;
+            }
+            b.commit().is_ok()
+        });
+        drop(store);
+        let mut must: Blocks = base
+            .iter()
+            .filter(|(k, _)| **k != victim)
+            .map(|(k, d)| (k.clone(), d.clone()))
+            .collect();
+        if ok {
+            must.extend(new.clone());
+        }
+        let all = check(&root, &must, &[], &new, &format!("replace {kind:?}#{n}"));
+        let store = Store::open(&root, opts()).unwrap();
+        let want = if all { &good } else { &damaged };
+        assert_eq!(
+            store.get(&victim).unwrap().as_ref(),
+            Some(want),
+            "replace {kind:?}#{n}: A not replaced with the batch"
+        );
+        fired
+    });
+
     // open: recovery of a batch whose commit failed after its commit point.
     tally.enumerate("open", |kind, n| {
         let (_dir, root) = base_dir(&base);

@@ -57,7 +57,9 @@ impl CommitSummary {
 /// - Per key, the first `put` wins and later puts of that key are dropped
 ///   without writing; a `delete` hides earlier puts; the last operation
 ///   decides (`put A=1, delete A, put A=2` ends with A=2, and `delete A,
-///   put A` replaces a stored A at commit).
+///   put A` replaces a stored A at commit: on Linux by an atomic swap of
+///   names, so readers see the old A or the new one throughout; elsewhere
+///   the old A is deleted first, and a reader can find A absent meanwhile).
 /// - [`get`](Batch::get), [`has`](Batch::has), [`size`](Batch::size) and
 ///   [`keys`](Batch::keys) see the batch's own puts and deletes over the store.
 /// - Nothing of the batch is visible in the store before [`commit`](Batch::commit).

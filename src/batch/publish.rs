@@ -121,10 +121,14 @@ fn apply_chunk(
                 // Recovering: a staged file that is gone was published before the crash.
                 let present = !recovering || fs::symlink_metadata(&staged).is_ok();
                 if present {
-                    if *replace && store.delete_unsynced(key)? {
-                        summary.deleted += 1;
-                    }
-                    match store.publish(&staged, key, *size)? {
+                    let published = if *replace {
+                        let (replaced, published) = store.replace_block(&staged, key, *size)?;
+                        summary.deleted += u64::from(replaced);
+                        published
+                    } else {
+                        store.publish(&staged, key, *size)?
+                    };
+                    match published {
                         Published::Written => {
                             summary.written += 1;
                             summary.bytes += size;

@@ -4,7 +4,7 @@
 //! ```text
 //! flatstore-commit 1
 //! P <staged-file> <size> <KEY>     publish the staged file as KEY (no replace)
-//! R <staged-file> <size> <KEY>     delete KEY, then publish the staged file as KEY
+//! R <staged-file> <size> <KEY>     publish the staged file as KEY in place of a stored KEY
 //! D <KEY>                          delete KEY
 //! end <number of operation lines>
 //! ```
@@ -20,8 +20,8 @@ const HEADER: &str = "flatstore-commit 1";
 /// One operation of a committed batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum RecordOp {
-    /// Publish staged file `seq` (of `size` bytes) as `key`; `replace` deletes
-    /// a stored `key` first.
+    /// Publish staged file `seq` (of `size` bytes) as `key`; with `replace`,
+    /// in place of a stored `key` (see `Store::replace_block`).
     Put {
         seq: u64,
         size: u64,

@@ -33,6 +33,26 @@ pub(crate) fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
     imp::rename_noreplace(from, to)
 }
 
+/// Whether [`exchange`] can work here (Linux, until a filesystem refuses it).
+pub(crate) fn exchange_supported() -> bool {
+    imp::exchange_supported()
+}
+
+/// Swaps the names `a` and `b` atomically (both must exist, else
+/// [`io::ErrorKind::NotFound`]): a reader of either name sees one file or
+/// the other, never neither. `Ok(false)` where the platform or filesystem
+/// cannot, with nothing changed. Linux: `renameat2(RENAME_EXCHANGE)`.
+pub(crate) fn exchange(a: &Path, b: &Path) -> io::Result<bool> {
+    hit(FaultKind::Rename)?;
+    imp::exchange(a, b)
+}
+
+/// Gives the file `from` the second name `to` (a hard link; `to` must not exist).
+pub(crate) fn hard_link(from: &Path, to: &Path) -> io::Result<()> {
+    hit(FaultKind::Create)?;
+    fs::hard_link(from, to)
+}
+
 /// Renames `from` to `to`, replacing `to` if it exists (for metadata files).
 pub(crate) fn rename_replace(from: &Path, to: &Path) -> io::Result<()> {
     hit(FaultKind::Rename)?;

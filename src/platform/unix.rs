@@ -5,43 +5,80 @@ use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// Set once `renameat2` has been found unsupported, so later calls go
-/// straight to the fallback.
+/// Set once `renameat2(RENAME_NOREPLACE)` has been found unsupported, so
+/// later calls go straight to the fallback.
 static NO_RENAMEAT2: AtomicBool = AtomicBool::new(false);
+/// The same for `renameat2(RENAME_EXCHANGE)`, which some filesystems that
+/// have `RENAME_NOREPLACE` lack.
+static NO_EXCHANGE: AtomicBool = AtomicBool::new(false);
+
+/// `renameat2(from, to, flags)`; `None` where the kernel or the filesystem
+/// does not support it (remembered in `unsupported`, so later calls skip it).
+#[cfg(target_os = "linux")]
+fn renameat2(
+    from: &Path,
+    to: &Path,
+    flags: libc::c_uint,
+    unsupported: &AtomicBool,
+) -> Option<io::Result<()>> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    if unsupported.load(Ordering::Relaxed) {
+        return None;
+    }
+    let (f, t) = match (
+        CString::new(from.as_os_str().as_bytes()),
+        CString::new(to.as_os_str().as_bytes()),
+    ) {
+        (Ok(f), Ok(t)) => (f, t),
+        (Err(e), _) | (_, Err(e)) => return Some(Err(e.into())),
+    };
+    // SAFETY: both pointers are valid NUL-terminated strings for the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            f.as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            flags,
+        )
+    };
+    if r == 0 {
+        return Some(Ok(()));
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EINVAL) | Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP) => {
+            unsupported.store(true, Ordering::Relaxed);
+            None
+        }
+        _ => Some(Err(e)),
+    }
+}
 
 pub(super) fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
     #[cfg(target_os = "linux")]
-    if !NO_RENAMEAT2.load(Ordering::Relaxed) {
-        use std::ffi::CString;
-        use std::os::unix::ffi::OsStrExt;
-        let f = CString::new(from.as_os_str().as_bytes())?;
-        let t = CString::new(to.as_os_str().as_bytes())?;
-        // SAFETY: both pointers are valid NUL-terminated strings for the call.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_renameat2,
-                libc::AT_FDCWD,
-                f.as_ptr(),
-                libc::AT_FDCWD,
-                t.as_ptr(),
-                libc::RENAME_NOREPLACE,
-            )
-        };
-        if r == 0 {
-            return Ok(());
-        }
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::EINVAL) | Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP) => {
-                NO_RENAMEAT2.store(true, Ordering::Relaxed);
-            }
-            _ => return Err(e),
-        }
+    if let Some(r) = renameat2(from, to, libc::RENAME_NOREPLACE, &NO_RENAMEAT2) {
+        return r;
     }
     let _ = &NO_RENAMEAT2;
     // Fallback: link refuses an existing target; then drop the old name.
     std::fs::hard_link(from, to)?;
     std::fs::remove_file(from)
+}
+
+pub(super) fn exchange_supported() -> bool {
+    cfg!(target_os = "linux") && !NO_EXCHANGE.load(Ordering::Relaxed)
+}
+
+pub(super) fn exchange(a: &Path, b: &Path) -> io::Result<bool> {
+    #[cfg(target_os = "linux")]
+    if let Some(r) = renameat2(a, b, libc::RENAME_EXCHANGE, &NO_EXCHANGE) {
+        return r.map(|()| true);
+    }
+    let _ = (a, b);
+    Ok(false)
 }
 
 pub(super) fn store_root(root: &Path) -> io::Result<std::path::PathBuf> {

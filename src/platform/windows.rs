@@ -35,6 +35,15 @@ pub(super) fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
     })
 }
 
+pub(super) fn exchange_supported() -> bool {
+    false
+}
+
+/// Windows has no call that swaps two names atomically.
+pub(super) fn exchange(_a: &Path, _b: &Path) -> io::Result<bool> {
+    Ok(false)
+}
+
 pub(super) fn store_root(root: &Path) -> io::Result<std::path::PathBuf> {
     // canonicalize returns the verbatim `\\?\C:\…` form.
     std::fs::canonicalize(root)
