@@ -16,8 +16,10 @@ pub enum FaultKind {
     Create,
     /// Writing a file's contents.
     Write,
-    /// fsync of a file or a directory.
+    /// fsync of a file, or a sync of the whole filesystem.
     Fsync,
+    /// fsync of a directory (making its entries durable).
+    SyncDir,
     /// Renaming (publishing, deleting into `.temp/`, metadata files).
     Rename,
     /// Removing a file or a directory tree.
@@ -31,13 +33,16 @@ pub enum FaultKind {
 #[cfg(feature = "fault-injection")]
 mod plan {
     use super::FaultKind;
+    use std::collections::HashMap;
     use std::io;
     use std::sync::Mutex;
 
     struct Plan {
         kind: FaultKind,
+        /// 0: never fail, only count.
         nth: u64,
-        seen: u64,
+        /// Calls of each kind since the plan was made.
+        seen: HashMap<FaultKind, u64>,
         error: io::ErrorKind,
         fired: bool,
     }
@@ -53,10 +58,25 @@ mod plan {
         *plan() = Some(Plan {
             kind,
             nth,
-            seen: 0,
+            seen: HashMap::new(),
             error,
             fired: false,
         });
+    }
+
+    /// From now on, count the calls of every kind, failing none.
+    pub fn count_calls() {
+        inject(FaultKind::Create, 0, io::ErrorKind::Other);
+    }
+
+    /// How many calls of `kind` were made since [`inject`] or
+    /// [`count_calls`] (0 without a plan): a test can check, for example,
+    /// how many fsyncs an operation makes.
+    pub fn calls(kind: FaultKind) -> u64 {
+        plan()
+            .as_ref()
+            .and_then(|p| p.seen.get(&kind).copied())
+            .unwrap_or(0)
     }
 
     /// Removes the plan; returns whether its fault fired.
@@ -69,11 +89,9 @@ mod plan {
         let Some(p) = guard.as_mut() else {
             return Ok(());
         };
-        if p.kind != kind {
-            return Ok(());
-        }
-        p.seen += 1;
-        if p.seen == p.nth {
+        let seen = p.seen.entry(kind).or_insert(0);
+        *seen += 1;
+        if p.kind == kind && *seen == p.nth {
             p.fired = true;
             return Err(io::Error::new(
                 p.error,
@@ -85,7 +103,7 @@ mod plan {
 }
 
 #[cfg(feature = "fault-injection")]
-pub use plan::{clear, inject};
+pub use plan::{calls, clear, count_calls, inject};
 
 #[cfg(feature = "fault-injection")]
 mod recount_hold {

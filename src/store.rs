@@ -261,10 +261,11 @@ impl Store {
 
     /// Stores `data` under `key`.
     ///
-    /// The block is written to a temp file and renamed into place with a
-    /// rename that never replaces: if `key` is already present (or another
-    /// writer wins the race), the existing block is kept and this succeeds
-    /// without rewriting it. Readers never see a partial block.
+    /// If `key` is already present, the existing block is kept and this
+    /// succeeds at once, writing nothing. Otherwise the block is written to
+    /// a temp file and renamed into place with a rename that never replaces:
+    /// if another writer wins the race, its block is kept and this succeeds
+    /// likewise. Readers never see a partial block.
     ///
     /// # Durability
     /// Under [`Durability::Fsync`] the file, its shard directory and (for a new
@@ -274,6 +275,10 @@ impl Store {
     /// [`Error::ReadOnly`], or [`Error::Io`] naming the file (a full disk, for
     /// example); the store is unchanged and no temp file is left behind.
     pub fn put(&self, key: &Key, data: &[u8]) -> Result<()> {
+        self.check_writable()?;
+        if self.size(key)?.is_some() {
+            return Ok(());
+        }
         self.put_with(key, |f| {
             platform::write_all(f, data).map(|()| data.len() as u64)
         })
@@ -425,9 +430,10 @@ impl Store {
     /// Creates the named shard directories that are missing; under Fsync,
     /// makes the root durable once if any was created.
     pub(crate) fn create_shard_dirs(&self, names: impl IntoIterator<Item = String>) -> Result<()> {
+        let names: Vec<String> = names.into_iter().collect();
         let mut created = false;
-        for name in names {
-            let dir = self.inner.layout.shard_dir_named(&name);
+        for name in &names {
+            let dir = self.inner.layout.shard_dir_named(name);
             match platform::create_dir(&dir) {
                 Ok(()) => created = true,
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
@@ -435,8 +441,7 @@ impl Store {
             }
         }
         if created && self.durable() {
-            let root = &self.inner.layout.root;
-            platform::sync_dir(root).ctx("fsync", root)?;
+            self.sync_root_for(&names)?;
         }
         Ok(())
     }
@@ -473,15 +478,22 @@ impl Store {
             names.iter().any(|n| !known.contains(n.as_ref()))
         };
         if unknown {
-            let root = &self.inner.layout.root;
-            retry_nofile(|| platform::sync_dir(root)).ctx("fsync", root)?;
-            let mut known = self
-                .inner
-                .durable_dirs
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            known.extend(names.iter().map(|n| n.as_ref().to_string()));
+            self.sync_root_for(names)?;
         }
+        Ok(())
+    }
+
+    /// Fsyncs the root, after which the named shard directories' entries in
+    /// it are durable, and remembers them so.
+    fn sync_root_for<S: AsRef<str>>(&self, names: &[S]) -> Result<()> {
+        let root = &self.inner.layout.root;
+        retry_nofile(|| platform::sync_dir(root)).ctx("fsync", root)?;
+        let mut known = self
+            .inner
+            .durable_dirs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        known.extend(names.iter().map(|n| n.as_ref().to_string()));
         Ok(())
     }
 

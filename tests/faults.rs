@@ -17,10 +17,11 @@ use common::{block, key_of, tempdir};
 use flatstore::fault::{self, FaultKind};
 use flatstore::{Durability, Key, Options, Shard, Store};
 
-const KINDS: [FaultKind; 7] = [
+const KINDS: [FaultKind; 8] = [
     FaultKind::Create,
     FaultKind::Write,
     FaultKind::Fsync,
+    FaultKind::SyncDir,
     FaultKind::Rename,
     FaultKind::Unlink,
     FaultKind::Mkdir,

@@ -429,6 +429,10 @@ impl Batch {
                 return Err(e);
             }
         };
+        if ops.is_empty() {
+            platform::remove_dir_all(&self.dir).ctx("remove", &self.dir)?;
+            return Ok(CommitSummary::default());
+        }
         publish::apply(&self.store, &self.dir, &ops, false)
     }
 
@@ -449,6 +453,10 @@ impl Batch {
                 Op::Delete => RecordOp::Delete { key },
             })
             .collect();
+        if ops.is_empty() {
+            // Nothing to make atomic: no record, no fsync.
+            return Ok(ops);
+        }
         let durable = self.store.durable();
         // Every shard directory the puts need exists before the commit point,
         // so that what follows it only renames and unlinks: running out of

@@ -62,7 +62,7 @@ pub(crate) fn rename_replace(from: &Path, to: &Path) -> io::Result<()> {
 /// Makes the directory's entries durable (fsync of the directory).
 /// A no-op where directories cannot be synced (Windows).
 pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
-    hit(FaultKind::Fsync)?;
+    hit(FaultKind::SyncDir)?;
     imp::sync_dir(dir)
 }
 
