@@ -287,7 +287,9 @@ impl Store {
 
     /// Stores the bytes of `reader` under `key`, streaming them to disk: the
     /// block is never held in memory. Returns the number of bytes read.
-    /// Same promises as [`put`](Store::put).
+    /// Same promises as [`put`](Store::put), except that a stored key is not
+    /// looked for first: the bytes are read into a temp file, which is
+    /// dropped when the rename finds the key present.
     pub fn put_reader(&self, key: &Key, mut reader: impl Read) -> Result<u64> {
         self.put_with(key, |f| platform::copy_into(&mut reader, f))
             .map(|(n, _)| n)
