@@ -63,6 +63,7 @@ fn batch_publishes_into_a_directory_whose_blocks_are_being_read() {
     store.put(&stays, &block(99, 20_000)).unwrap();
     let done = std::sync::atomic::AtomicBool::new(false);
     let summary = std::thread::scope(|s| {
+        let _done = common::SetOnDrop(&done);
         let reader = s.spawn(|| {
             let mut reads = 0u64;
             while !done.load(std::sync::atomic::Ordering::Relaxed) || reads == 0 {

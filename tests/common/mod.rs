@@ -107,3 +107,14 @@ pub fn wait_exact(store: &Store) -> flatstore::Stats {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
+
+/// Sets its flag when dropped, also while a panic unwinds: a test that
+/// stops a looping thread with the flag says so however it ends, so that a
+/// failed assertion is reported instead of leaving a scope waiting forever.
+pub struct SetOnDrop<'a>(pub &'a std::sync::atomic::AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
