@@ -163,6 +163,31 @@ pub enum Error {
         reason: String,
     },
 
+    /// An entry of the store (`.temp`, a shard directory, a staged file, the
+    /// lock file, ...) is a symbolic link or not of the type the store needs.
+    /// The store refuses it rather than follow it: nothing outside the root
+    /// is ever read, written or removed through it.
+    #[error("{path}: {reason}")]
+    BadStoreEntry {
+        /// The entry.
+        path: PathBuf,
+        /// What is wrong with it ("is a symbolic link", "is not a directory", ...).
+        reason: &'static str,
+    },
+
+    /// Everything the operation promised was done, but the counters could
+    /// not be saved to `diskUsage.cache` (a full disk, for example). Nothing
+    /// is lost: the next read-write open finds the counters stale and
+    /// recomputes them. Callers may treat this as a warning.
+    #[error("counters not saved to {path}: {source}")]
+    CountersNotSaved {
+        /// The counter file.
+        path: PathBuf,
+        /// Why it could not be written.
+        #[source]
+        source: Box<Error>,
+    },
+
     /// A filesystem operation failed.
     #[error("{op} {path}: {source}")]
     Io {
