@@ -71,10 +71,25 @@ pub enum Error {
         path: PathBuf,
     },
 
-    /// Another process (or another handle in this one) holds the store's lock.
-    #[error("store {path} is locked by another process")]
+    /// The store is held in a way that conflicts: exclusive work (a
+    /// reshard) runs while a writer tries to open, or writers are open while
+    /// exclusive work tries to start, or a read-only open meets a live
+    /// reshard. Nothing was changed.
+    #[error("store {path} is locked by another process{}", pids(holders))]
     Locked {
         /// The lock file.
+        path: PathBuf,
+        /// The process ids of the other holders, where the platform tells
+        /// them (empty otherwise).
+        holders: Vec<u32>,
+    },
+
+    /// A reshard failed on this handle, which no longer knows where blocks
+    /// are: every call on it fails until the store is opened again (the
+    /// next read-write open finishes the reshard).
+    #[error("store {path}: a reshard failed on this handle; open the store again to finish it")]
+    ReshardFailed {
+        /// The store's root.
         path: PathBuf,
     },
 
@@ -83,8 +98,10 @@ pub enum Error {
     #[error("the store has other open handles or batches")]
     Busy,
 
-    /// A read-only open found an interrupted operation (a reshard) that only a
-    /// read-write open can finish.
+    /// A read-only open found what only a read-write open can finish: a
+    /// batch that a dead writer committed but did not finish publishing, or
+    /// an interrupted reshard. A read-only open never changes the store, and
+    /// serving half a batch would break its atomicity.
     #[error("store {path} needs recovery: open it read-write once")]
     NeedsRecovery {
         /// The store's root.
@@ -199,6 +216,16 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+}
+
+/// " (process 12, 34)" for a non-empty list of process ids.
+fn pids(holders: &[u32]) -> String {
+    if holders.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = holders.iter().map(|p| p.to_string()).collect();
+    let s = if holders.len() == 1 { "" } else { "es" };
+    format!(" (process{s} {})", list.join(", "))
 }
 
 impl Error {

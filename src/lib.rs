@@ -74,6 +74,7 @@ mod layout;
 mod listing;
 mod lock;
 mod options;
+mod owner;
 mod platform;
 mod pool;
 mod recovery;

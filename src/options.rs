@@ -39,6 +39,7 @@ pub struct Options {
     pub(crate) batch_memory: usize,
     pub(crate) writer_threads: usize,
     pub(crate) max_open_files: Option<usize>,
+    pub(crate) lock_wait: Option<std::time::Duration>,
 }
 
 impl Default for Options {
@@ -51,6 +52,7 @@ impl Default for Options {
             batch_memory: 32 << 20,
             writer_threads: 0,
             max_open_files: None,
+            lock_wait: None,
         }
     }
 }
@@ -111,6 +113,15 @@ impl Options {
     /// waiting on itself); the default leaves half of the limit for them.
     pub fn max_open_files(mut self, files: usize) -> Options {
         self.max_open_files = Some(files.max(1));
+        self
+    }
+
+    /// How long to wait when the store is held in a conflicting way: an
+    /// open while a reshard runs, or a reshard while other writers are open.
+    /// By default nothing waits: the call fails at once with
+    /// [`Error::Locked`](crate::Error::Locked). Readers never wait for anything.
+    pub fn lock_wait(mut self, wait: std::time::Duration) -> Options {
+        self.lock_wait = Some(wait);
         self
     }
 

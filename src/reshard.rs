@@ -38,13 +38,23 @@ pub struct ReshardSummary {
     pub conflicts_quarantined: u64,
 }
 
-fn encode(from: &Shard, to: &Shard) -> String {
-    format!("flatstore-reshard 1\nfrom {from}\nto {to}\n")
+fn encode(from: &Shard, to: &Shard, owner: &str) -> String {
+    format!("flatstore-reshard 1\nfrom {from}\nto {to}\nowner {owner}\n")
 }
 
-/// Reads the record; `Ok(None)` if there is none (or only a torn one, which
-/// cannot be: it is written atomically, before any block moves).
-pub(crate) fn read_record(root: &Path) -> Result<Option<(Shard, Shard)>> {
+/// An interrupted or running reshard, as its record says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Record {
+    pub(crate) from: Shard,
+    pub(crate) to: Shard,
+    /// The token of the writer running it (absent in older records).
+    pub(crate) owner: Option<String>,
+}
+
+/// Reads the record; `Ok(None)` if there is none. The record is written
+/// atomically before any block moves, so it is whole or absent; anything
+/// else is [`Error::CorruptCommitRecord`].
+pub(crate) fn read_record(root: &Path) -> Result<Option<Record>> {
     let path = root.join(TEMP).join(RECORD);
     let text = match fs::read_to_string(&path) {
         Ok(t) => t,
@@ -53,7 +63,7 @@ pub(crate) fn read_record(root: &Path) -> Result<Option<(Shard, Shard)>> {
     };
     let bad = || Error::CorruptCommitRecord {
         path: path.clone(),
-        reason: "not a reshard record".into(),
+        reason: "not a reshard record this version can read".into(),
     };
     let mut lines = text.lines();
     if lines.next() != Some("flatstore-reshard 1") {
@@ -68,11 +78,15 @@ pub(crate) fn read_record(root: &Path) -> Result<Option<(Shard, Shard)>> {
     };
     let from = field("from ")?;
     let to = field("to ")?;
-    Ok(Some((from, to)))
+    let owner = match lines.next() {
+        None => None,
+        Some(l) => Some(l.strip_prefix("owner ").ok_or_else(bad)?.to_string()),
+    };
+    Ok(Some(Record { from, to, owner }))
 }
 
 /// Runs a whole reshard of the store at `root` from `from` to `to`: writes
-/// the record (unless resuming), moves every block, rewrites `SHARDING`,
+/// the record naming writer `start` (`None` when resuming one), moves every block, rewrites `SHARDING`,
 /// removes emptied directories and the record. `on_block` is called with the
 /// number of blocks handled so far (moved, or resolved as duplicates).
 pub(crate) fn run(
@@ -80,12 +94,13 @@ pub(crate) fn run(
     from: Shard,
     to: Shard,
     durable: bool,
-    resume: bool,
+    start: Option<&str>,
     on_block: &mut dyn FnMut(u64),
 ) -> Result<ReshardSummary> {
     let temp = root.join(TEMP);
-    if !resume {
-        layout::write_atomic(&temp, RECORD, encode(&from, &to).as_bytes(), true, durable)?;
+    if let Some(owner) = start {
+        let record = encode(&from, &to, owner);
+        layout::write_atomic(&temp, RECORD, record.as_bytes(), true, durable)?;
     }
     let mut summary = ReshardSummary::default();
     let mut touched: HashSet<String> = HashSet::new();

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::{self, ErrorKind, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::batch::Batch;
@@ -13,7 +13,9 @@ use crate::files::{retry_nofile, FileGate};
 use crate::key::Key;
 use crate::layout::{self, Layout, LOCK, README, SHARDING};
 use crate::listing::Listing;
+use crate::lock::WriterLock;
 use crate::options::{Durability, Options};
+use crate::owner::Owner;
 use crate::platform;
 use crate::pool::WriterPool;
 use crate::recovery;
@@ -64,8 +66,20 @@ pub(crate) struct Inner {
     durable_dirs: Mutex<HashSet<String>>,
     pool: OnceLock<WriterPool>,
     recount: Mutex<Option<Recount>>,
-    closed: std::sync::atomic::AtomicBool,
-    _lock: Option<Arc<crate::lock::LockGuard>>,
+    closed: AtomicBool,
+    /// Set when a reshard failed on this handle (see [`Error::ReshardFailed`]).
+    poisoned: AtomicBool,
+    /// `None` for a read-only handle.
+    writer: Option<Writer>,
+}
+
+/// What makes a read-write handle a writer: its share of the store lock and
+/// its owner file, whose token names everything it makes in `.temp/`.
+struct Writer {
+    token: String,
+    lock: Arc<WriterLock>,
+    /// Taken at close (retired) or left to drop (the file stays: a crash).
+    owner: Mutex<Option<Owner>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -122,14 +136,24 @@ impl Store {
     /// Opens the store at `root`, creating it if it is missing or an empty
     /// directory (unless [`Options::create`] is off).
     ///
-    /// Opening takes the store's lock, checks `SHARDING`, finishes or removes
-    /// what a crash left in `.temp/` (committed batches are rolled forward,
-    /// uncommitted ones removed), and loads the counters. It never walks the
-    /// tree when `diskUsage.cache` is trustworthy; otherwise the counters are
-    /// recomputed in the background and [`Stats::accuracy`] says so.
+    /// A read-write open registers this handle as a writer (any number of
+    /// processes may write one store at once), checks `SHARDING` and the
+    /// store's entries, and finishes or removes what *dead* writers left in
+    /// `.temp/` (their committed batches are rolled forward, uncommitted
+    /// ones removed; a live writer's work is never touched). A read-only open
+    /// takes no lock and changes nothing. Neither walks the tree when
+    /// `diskUsage.cache` is trustworthy; after a writer died the counters are
+    /// recomputed in the background and [`Stats::accuracy`] says so. The
+    /// rules are the table in the crate's recovery module (DESIGN 4a).
     ///
     /// # Errors
-    /// - [`Error::Locked`]: another process has the store open.
+    /// - [`Error::Locked`]: exclusive work (a reshard) holds the store.
+    /// - [`Error::NeedsRecovery`]: read-only, and a dead writer left a
+    ///   committed batch or a reshard unfinished (a read-write open fixes it).
+    /// - [`Error::CorruptCommitRecord`]: a batch record this version cannot
+    ///   read; the staging directory is left as it is.
+    /// - [`Error::BadStoreEntry`]: `.temp`, a shard directory or another
+    ///   entry of the store is a symbolic link or of the wrong type.
     /// - [`Error::CorruptSharding`]: `SHARDING` is unreadable or unknown.
     /// - [`Error::ShardingMismatch`]: [`Options::shard`] differs from `SHARDING`.
     /// - [`Error::NotAStore`]: a non-empty directory without `SHARDING`
@@ -142,8 +166,12 @@ impl Store {
         if let Some(s) = &options.shard {
             s.validate()?;
         }
+        let durable = options.durability == Durability::Fsync;
         let exists = match fs::metadata(&root) {
-            Ok(m) if m.is_dir() => layout::read_sharding(&root)?.is_some(),
+            Ok(m) if m.is_dir() => {
+                recovery::check_entries(&root)?;
+                layout::read_sharding(&root)?.is_some()
+            }
             Ok(_) => return Err(Error::NotAStore { path: root }),
             Err(e) if e.kind() == ErrorKind::NotFound => false,
             Err(e) => return Err(Error::io("stat", &root, e)),
@@ -154,73 +182,94 @@ impl Store {
             }
             check_creatable(&root)?;
             fs::create_dir_all(&root).ctx("create directory", &root)?;
+            create_files(&root, &options.shard.unwrap_or_default(), durable)?;
         }
         let root = platform::store_root(&root).ctx("resolve", &root)?;
-        let lock = crate::lock::acquire(&root, !options.read_only)?;
-        let durable = options.durability == Durability::Fsync;
-        // Under the lock: finish an interrupted reshard, or create the store
-        // if nobody did meanwhile.
-        if let Some((from, to)) = reshard::read_record(&root)? {
-            if options.read_only {
-                return Err(Error::NeedsRecovery { path: root });
-            }
-            reshard::run(&root, from, to, durable, true, &mut |_| {})?;
+        recovery::check_entries(&root)?;
+        if options.read_only {
+            let layout = Layout::new(root.clone(), read_shard(&root, &options)?);
+            recovery::check_shard_dirs(&layout.root, &layout.shard)?;
+            recovery::check_read_only(&layout)?;
+            let usage = Arc::new(Usage::from_cache(usage::read_cache(&layout)));
+            return Ok(Store::from_parts(layout, options, usage, None));
         }
-        let mut created = false;
-        let shard = match layout::read_sharding(&root)? {
-            Some(shard) => shard,
-            None => {
-                check_creatable(&root)?;
-                let shard = options.shard.unwrap_or_default();
-                create_files(&root, &shard, durable)?;
-                created = true;
-                shard
-            }
-        };
-        if let Some(requested) = options.shard {
-            if requested != shard {
-                return Err(Error::ShardingMismatch {
-                    existing: shard,
-                    requested,
-                });
-            }
+        let temp = root.join(layout::TEMP);
+        match platform::create_dir(&temp) {
+            Ok(()) if durable => platform::sync_dir(&root).ctx("fsync", &root)?,
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error::io("create directory", &temp, e)),
         }
+        let lock = Arc::new(crate::lock::acquire_writer(&root, options.lock_wait)?);
+        let owner = Owner::register(&temp)?;
+        let resharded = recovery::finish_reshard(&root, &lock, durable)?;
+        let shard = read_shard(&root, &options)?;
         let layout = Layout::new(root, shard);
-        if !options.read_only {
-            match platform::create_dir(&layout.temp) {
-                Ok(()) if durable => platform::sync_dir(&layout.root).ctx("fsync", &layout.root)?,
-                Ok(()) => {}
-                Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(Error::io("create directory", &layout.temp, e)),
-            }
+        recovery::check_shard_dirs(&layout.root, &layout.shard)?;
+        let usage = Arc::new(Usage::from_cache(usage::read_cache(&layout)));
+        let writer = Writer {
+            token: owner.token().to_string(),
+            lock: lock.clone(),
+            owner: Mutex::new(Some(owner)),
+        };
+        let store = Store::from_parts(layout, options, usage, Some(writer));
+        // The dead writers' changes to the counters died with them.
+        let lost_counts = || {
+            store.inner.usage.mark_inexact();
+            usage::mark_stale(&store.inner.layout, &lock, durable)
+        };
+        if resharded {
+            lost_counts()?;
         }
-        let loaded = usage::load(&layout, options.read_only, durable, created)?;
-        let inner = Arc::new(Inner {
-            gate: FileGate::new(options.max_open_files),
-            layout,
-            options,
-            usage: loaded.usage,
-            temp_seq: AtomicU64::new(0),
-            durable_dirs: Mutex::new(HashSet::new()),
-            pool: OnceLock::new(),
-            recount: Mutex::new(None),
-            closed: std::sync::atomic::AtomicBool::new(false),
-            _lock: lock,
-        });
-        let store = Store { inner };
-        if !store.inner.options.read_only {
-            recovery::recover(&store)?;
-        }
+        recovery::recover(&store, &lock, &lost_counts)?;
         // Start the recount only after recovery has finished its changes.
-        if loaded.stale {
-            let recount = usage::start_recount(&store.inner.layout, &store.inner.usage)?;
-            *store
-                .inner
-                .recount
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()) = Some(recount);
+        if !store.inner.usage.exact() {
+            store.start_recount()?;
         }
         Ok(store)
+    }
+
+    fn from_parts(
+        layout: Layout,
+        options: Options,
+        usage: Arc<Usage>,
+        writer: Option<Writer>,
+    ) -> Store {
+        Store {
+            inner: Arc::new(Inner {
+                gate: FileGate::new(options.max_open_files),
+                layout,
+                options,
+                usage,
+                temp_seq: AtomicU64::new(0),
+                durable_dirs: Mutex::new(HashSet::new()),
+                pool: OnceLock::new(),
+                recount: Mutex::new(None),
+                closed: AtomicBool::new(false),
+                poisoned: AtomicBool::new(false),
+                writer,
+            }),
+        }
+    }
+
+    fn recount_job(&self) -> usage::RecountJob {
+        usage::RecountJob {
+            layout: self.inner.layout.clone(),
+            usage: self.inner.usage.clone(),
+            writer: self
+                .inner
+                .writer
+                .as_ref()
+                .map(|w| (w.lock.clone(), w.token.clone())),
+            durable: self.durable(),
+        }
+    }
+
+    /// Starts the background recount (replacing a running one).
+    fn start_recount(&self) -> Result<()> {
+        let recount = usage::start_recount(self.recount_job())?;
+        *self.inner.recount.lock().unwrap_or_else(|e| e.into_inner()) = Some(recount);
+        Ok(())
     }
 
     /// The store's root directory.
@@ -252,11 +301,22 @@ impl Store {
     }
 
     pub(crate) fn check_writable(&self) -> Result<()> {
+        self.check_usable()?;
         if self.inner.options.read_only {
             Err(Error::ReadOnly)
         } else {
             Ok(())
         }
+    }
+
+    /// Fails once a reshard failed on this handle.
+    pub(crate) fn check_usable(&self) -> Result<()> {
+        if self.inner.poisoned.load(Ordering::Relaxed) {
+            return Err(Error::ReshardFailed {
+                path: self.inner.layout.root.clone(),
+            });
+        }
+        Ok(())
     }
 
     /// Stores `data` under `key`.
@@ -320,9 +380,13 @@ impl Store {
     }
 
     /// A fresh path in `.temp/` for a single operation.
+    ///
+    /// The name, `<kind>-<token>-<n>`, is unique across processes and tells
+    /// recovery whose it is (see the crate's owner module).
     pub(crate) fn temp_path(&self, kind: &str) -> PathBuf {
         let n = self.inner.temp_seq.fetch_add(1, Ordering::Relaxed);
-        self.inner.layout.temp.join(format!("{kind}-{n}"))
+        let token = self.inner.writer.as_ref().map_or("0.0", |w| &w.token);
+        self.inner.layout.temp.join(format!("{kind}-{token}-{n}"))
     }
 
     /// Renames a complete file at `from` into `key`'s place without replacing,
@@ -504,6 +568,7 @@ impl Store {
     /// # Errors
     /// [`Error::Io`] if the file exists but cannot be read.
     pub fn get(&self, key: &Key) -> Result<Option<Vec<u8>>> {
+        self.check_usable()?;
         let path = self.inner.layout.block_path(key);
         let _permit = self.inner.gate.acquire();
         let Some(f) = self.open_block(&path)? else {
@@ -528,6 +593,7 @@ impl Store {
     /// Reads up to `len` bytes from `offset`; the range is clipped to the end
     /// of the block (a range past the end reads as empty). `None` if absent.
     pub fn get_range(&self, key: &Key, offset: u64, len: u64) -> Result<Option<Vec<u8>>> {
+        self.check_usable()?;
         let path = self.inner.layout.block_path(key);
         let _permit = self.inner.gate.acquire();
         let Some(mut f) = self.open_block(&path)? else {
@@ -548,6 +614,7 @@ impl Store {
     /// file, not counted against
     /// [`Options::max_open_files`](crate::Options::max_open_files).
     pub fn reader(&self, key: &Key) -> Result<Option<BlockReader>> {
+        self.check_usable()?;
         let path = self.inner.layout.block_path(key);
         let Some(file) = self.open_block(&path)? else {
             return Ok(None);
@@ -563,6 +630,7 @@ impl Store {
 
     /// The block's size in bytes, or `None` if it is absent.
     pub fn size(&self, key: &Key) -> Result<Option<u64>> {
+        self.check_usable()?;
         let path = self.inner.layout.block_path(key);
         match fs::metadata(&path) {
             Ok(m) if m.is_file() => Ok(Some(m.len())),
@@ -652,10 +720,54 @@ impl Store {
         Batch::new(self.clone())
     }
 
-    /// The block count and total size. Exact unless [`Stats::accuracy`] says
-    /// otherwise (after an unclean shutdown, until the background recount ends).
+    /// The block count and total size, as this handle sees them: the figures
+    /// in `diskUsage.cache` (which include every writer that closed since
+    /// this handle opened) plus this handle's own changes.
+    ///
+    /// [`Stats::accuracy`] is [`Exact`](crate::Accuracy::Exact) only when
+    /// that is true: no other writer is open (their changes reach the
+    /// figures when they close), and no writer died since the last recount.
+    /// After a writer died it is `Recomputing` until the background walk
+    /// ends; `Approximate` otherwise. Reads one small file and lists `.temp/`.
     pub fn stats(&self) -> Stats {
-        self.inner.usage.stats()
+        let token = self.inner.writer.as_ref().map(|w| w.token.as_str());
+        usage::stats(&self.inner.layout, &self.inner.usage, token)
+    }
+
+    /// Makes the counters exact if they can be, and returns them: waits for
+    /// a running recount, or walks the store now if the figures are not
+    /// exact. A read-write handle saves the result to `diskUsage.cache`.
+    /// The figures stay [`Approximate`](crate::Accuracy::Approximate) while
+    /// other writers are open.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if `diskUsage.cache` cannot be rewritten.
+    pub fn recount(&self) -> Result<Stats> {
+        self.check_usable()?;
+        let running = self
+            .inner
+            .recount
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        match running {
+            Some(r) => r.finish(),
+            None if self.stats().accuracy != crate::Accuracy::Exact => {
+                usage::recount(&self.recount_job(), &AtomicBool::new(false))?
+            }
+            None => {}
+        }
+        Ok(self.stats())
+    }
+
+    /// Marks the counters inexact and recounts them in the background: for
+    /// changes to the blocks that were not counted one by one.
+    pub(crate) fn counters_changed(&self) -> Result<()> {
+        self.inner.usage.mark_inexact();
+        if let Some(w) = &self.inner.writer {
+            usage::mark_stale(&self.inner.layout, &w.lock, self.durable())?;
+        }
+        self.start_recount()
     }
 
     /// Makes everything written so far durable, whatever the durability
@@ -686,6 +798,12 @@ impl Store {
     /// Converts the store to the shard function `new` in place: every block
     /// is moved to its new directory and `SHARDING` is rewritten.
     ///
+    /// # Concurrency
+    /// A reshard takes the store exclusively: no other writer may be open,
+    /// in any process, and none can open until it ends (readers that open
+    /// meanwhile get [`Error::Locked`]). It waits for the others to close up
+    /// to [`Options::lock_wait`], and fails at once by default.
+    ///
     /// # Durability
     /// A crash at any instant is finished by the next read-write open (a
     /// record in `.temp/` says what was under way), so every block stays
@@ -693,9 +811,12 @@ impl Store {
     /// returns. `on_block` is called with the number of blocks moved so far.
     ///
     /// # Errors
-    /// [`Error::Busy`] unless this is the only handle (no clones, no open
-    /// batches); [`Error::ReadOnly`]; [`Error::InvalidShard`]; [`Error::Io`]
-    /// (the next open finishes the reshard).
+    /// [`Error::Busy`] unless this is the only handle in this process (no
+    /// clones, no open batches, no other read-write handle of the store);
+    /// [`Error::Locked`] naming the other writers' process ids;
+    /// [`Error::ReadOnly`]; [`Error::InvalidShard`]; [`Error::Io`]. After a
+    /// failure midway the handle is unusable ([`Error::ReshardFailed`]) and
+    /// the next read-write open finishes the reshard.
     pub fn reshard(&mut self, new: Shard, on_block: &mut dyn FnMut(u64)) -> Result<ReshardSummary> {
         self.check_writable()?;
         new.validate()?;
@@ -704,6 +825,8 @@ impl Store {
         if old == new {
             return Ok(ReshardSummary::default());
         }
+        let writer = inner.writer.as_ref().ok_or(Error::ReadOnly)?;
+        writer.lock.upgrade(inner.options.lock_wait)?;
         // A running recount walks the old layout: stop it, and start again after.
         let recount = inner
             .recount
@@ -711,30 +834,47 @@ impl Store {
             .unwrap_or_else(|e| e.into_inner())
             .take();
         let durable = inner.options.durability == Durability::Fsync;
-        let result = reshard::run(&inner.layout.root, old, new, durable, false, on_block);
-        if result.is_ok() {
-            inner.layout.shard = new;
-            inner
-                .durable_dirs
-                .get_mut()
-                .unwrap_or_else(|e| e.into_inner())
-                .clear();
-        }
-        if let Ok(s) = &result {
-            if s.duplicates_removed + s.conflicts_quarantined > 0 || recount.is_some() {
-                // Counts changed (duplicates went away) or were being recomputed.
-                drop(recount);
-                inner.usage.reset_stale();
-                let r = usage::start_recount(&inner.layout, &inner.usage)?;
-                *inner.recount.get_mut().unwrap_or_else(|e| e.into_inner()) = Some(r);
+        let result = reshard::run(
+            &inner.layout.root,
+            old,
+            new,
+            durable,
+            Some(&writer.token),
+            on_block,
+        );
+        let downgraded = writer.lock.downgrade();
+        match &result {
+            Ok(s) => {
+                inner.layout.shard = new;
+                inner
+                    .durable_dirs
+                    .get_mut()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clear();
+                downgraded?;
+                if s.duplicates_removed + s.conflicts_quarantined > 0 || recount.is_some() {
+                    // Counts changed (duplicates went away) or were being recomputed.
+                    drop(recount);
+                    self.counters_changed()?;
+                }
+            }
+            Err(_) => {
+                inner.poisoned.store(true, Ordering::Relaxed);
+                inner.usage.mark_inexact();
             }
         }
         result
     }
 
     /// Closes this handle. When it is the last one (no clones, no open
-    /// batches), the counters are persisted to `diskUsage.cache` and the lock
+    /// batches), a running recount is finished, this writer's changes to the
+    /// counters are folded into `diskUsage.cache`, and its hold on the store
     /// is released; errors that dropping would have to swallow are reported.
+    ///
+    /// # Errors
+    /// [`Error::CountersNotSaved`] if the counters could not be written (a
+    /// full disk): everything else was done, and the next read-write open
+    /// recounts. [`Error::Io`] if this writer's owner file cannot be removed.
     pub fn close(self) -> Result<()> {
         match Arc::try_unwrap(self.inner) {
             Ok(inner) => inner.shutdown(),
@@ -755,21 +895,37 @@ impl Inner {
         if self.closed.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
-        // Stop a running recount first: its figures would be incomplete.
-        drop(
-            self.recount
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take(),
-        );
-        if self.options.read_only {
+        let recount = self
+            .recount
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let Some(writer) = &self.writer else {
+            // A reader's recount is its own: stop it.
+            drop(recount);
             return Ok(());
+        };
+        // A close finishes a running recount, so even a short-lived process
+        // leaves the counters no worse than it found them.
+        if let Some(r) = recount {
+            r.finish();
         }
-        usage::persist(
-            &self.layout,
-            &self.usage,
-            self.options.durability == Durability::Fsync,
-        )
+        let durable = self.options.durability == Durability::Fsync;
+        let persisted = usage::persist(&self.layout, &writer.lock, &self.usage, durable);
+        let owner = writer
+            .owner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        match persisted {
+            Ok(()) => owner.map_or(Ok(()), Owner::retire),
+            // The owner file stays, so the next open takes this writer for a
+            // dead one and recounts.
+            Err(e) => Err(Error::CountersNotSaved {
+                path: self.layout.disk_usage_path(),
+                source: Box::new(e),
+            }),
+        }
     }
 }
 
@@ -815,6 +971,10 @@ fn check_creatable(root: &Path) -> Result<()> {
         let entry = entry.ctx("read directory", root)?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
+        if name == SHARDING {
+            // Created by another process meanwhile.
+            return Ok(());
+        }
         let ours = name == LOCK || name.starts_with(".SHARDING.tmp");
         if !ours {
             return Err(Error::NotAStore {
@@ -826,22 +986,37 @@ fn check_creatable(root: &Path) -> Result<()> {
 }
 
 /// Writes `SHARDING` (atomically, first: once it exists the directory is a
-/// store) and `_README` into a new store.
+/// store), `_README` and the exact zero counters into a new store. Another
+/// process creating the same store at once is no error: its `SHARDING`
+/// stands (and a different shard function is refused by the open).
 fn create_files(root: &Path, shard: &Shard, durable: bool) -> Result<()> {
-    layout::write_atomic(
-        root,
-        SHARDING,
-        shard.sharding_file().as_bytes(),
-        false,
-        durable,
-    )?;
+    let sharding = shard.sharding_file();
+    match layout::write_atomic(root, SHARDING, sharding.as_bytes(), false, durable) {
+        Err(e) if e.io_kind() == Some(ErrorKind::AlreadyExists) => return Ok(()),
+        r => r?,
+    }
     layout::write_atomic(
         root,
         README,
         layout::readme_text(shard).as_bytes(),
         true,
         durable,
-    )
+    )?;
+    usage::create_cache(root, durable)
+}
+
+/// Reads `SHARDING` of an existing store and checks it against the options.
+fn read_shard(root: &Path, options: &Options) -> Result<Shard> {
+    let shard = layout::read_sharding(root)?.ok_or_else(|| Error::NoStore {
+        path: root.to_path_buf(),
+    })?;
+    match options.shard {
+        Some(requested) if requested != shard => Err(Error::ShardingMismatch {
+            existing: shard,
+            requested,
+        }),
+        _ => Ok(shard),
+    }
 }
 
 /// Iterator over a store's keys, from [`Store::keys`].

@@ -1,7 +1,27 @@
-//! Block count and byte counters, `diskUsage.cache`, and the background
-//! recount after an unclean shutdown.
+//! Block count and byte counters, `diskUsage.cache`, and the recount.
+//!
+//! # The counters across processes
+//! `diskUsage.cache` holds the totals as of the last recount plus the
+//! changes of every writer that has closed cleanly since. Each read-write
+//! handle counts its own changes exactly (each publish and each delete is
+//! one rename that exactly one writer wins), and folds them into the file
+//! when it closes, under the lock's counters byte. So after the last writer
+//! closes cleanly, the file is exact, provided no writer died since the last
+//! recount: a dead writer's changes are lost with it, and the open that
+//! finds it marks the file approximate, which makes that open recount.
+//!
+//! The file is never deleted (Kubo's included): a stale one is rewritten
+//! with `"accuracy":"initial-approximate"` and its last figures, so nobody
+//! ever reads zeros for a full store. A `generation` field, bumped by every
+//! rewrite that is not a fold, lets a recount tell whether a writer came and
+//! went during its walk.
+//!
+//! A recount's figures are installed as exact only if no other writer was
+//! open at the start or the end of its walk and none closed meanwhile;
+//! otherwise they are installed as approximate (and the next open that finds
+//! itself alone recounts again). `Exact` is never said of figures that are
+//! not.
 
-use std::fs;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -10,6 +30,8 @@ use std::thread::{self, JoinHandle};
 use crate::error::Result;
 use crate::layout::{self, Layout, DISK_USAGE};
 use crate::listing;
+use crate::lock::WriterLock;
+use crate::owner;
 
 /// How far [`Stats`] can be trusted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -17,12 +39,13 @@ use crate::listing;
 pub enum Accuracy {
     /// The counters are exact.
     Exact,
-    /// The store was not closed cleanly (or was written by another program);
-    /// the counters are being recomputed by a walk in the background and will
-    /// be exact when it ends.
+    /// The counters are being recomputed by a walk in the background (after
+    /// a writer died, or for a store written by another program); the
+    /// figures meanwhile are the last known ones plus this handle's changes.
     Recomputing,
-    /// The store kept changing during every recount; the counters are close
-    /// but may be off by the operations that raced the walk.
+    /// The figures may be off: other writers are open (their changes are
+    /// not in this handle's figures until they close), a writer died since
+    /// the last recount, or the store changed during every recount.
     Approximate,
 }
 
@@ -38,29 +61,127 @@ pub struct Stats {
     pub accuracy: Accuracy,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Counts {
-    blocks: i64,
-    bytes: i64,
-    /// Bumped by every change, so a recount can tell whether it raced one.
-    changes: u64,
-    accuracy: Accuracy,
+impl Stats {
+    fn new(blocks: i64, bytes: i64, accuracy: Accuracy) -> Stats {
+        Stats {
+            blocks: blocks.max(0) as u64,
+            bytes: bytes.max(0) as u64,
+            accuracy,
+        }
+    }
 }
 
-/// The shared counters of one store.
+/// The contents of `diskUsage.cache`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Cache {
+    bytes: i64,
+    /// Absent in go-ds-flatfs's files.
+    blocks: Option<i64>,
+    exact: bool,
+    generation: u64,
+}
+
+impl Cache {
+    fn exact_counts(&self) -> Option<(i64, i64)> {
+        match (self.exact, self.blocks) {
+            (true, Some(blocks)) => Some((blocks, self.bytes)),
+            _ => None,
+        }
+    }
+
+    fn encode(&self) -> String {
+        let accuracy = if self.exact {
+            "initial-exact"
+        } else {
+            "initial-approximate"
+        };
+        let mut s = format!(
+            "{{\"diskUsage\":{},\"accuracy\":\"{accuracy}\"",
+            self.bytes.max(0)
+        );
+        if let Some(b) = self.blocks {
+            s.push_str(&format!(",\"blocks\":{}", b.max(0)));
+        }
+        s.push_str(&format!(",\"generation\":{}}}", self.generation));
+        s
+    }
+
+    fn decode(text: &str) -> Option<Cache> {
+        let v: serde_json::Value = serde_json::from_str(text).ok()?;
+        let bytes = v.get("diskUsage")?.as_i64()?;
+        let blocks = v.get("blocks").and_then(|b| b.as_i64()).filter(|&b| b >= 0);
+        Some(Cache {
+            bytes: bytes.max(0),
+            blocks,
+            exact: v.get("accuracy").and_then(|a| a.as_str()) == Some("initial-exact")
+                && blocks.is_some(),
+            generation: v.get("generation").and_then(|g| g.as_u64()).unwrap_or(0),
+        })
+    }
+}
+
+/// Reads `diskUsage.cache`; `None` if it is absent or unreadable (which
+/// counts as stale).
+pub(crate) fn read_cache(layout: &Layout) -> Option<Cache> {
+    let text = std::fs::read_to_string(layout.disk_usage_path()).ok()?;
+    Cache::decode(&text)
+}
+
+fn write_cache(root: &Path, cache: &Cache, durable: bool) -> Result<()> {
+    layout::write_atomic(root, DISK_USAGE, cache.encode().as_bytes(), true, durable)
+}
+
+/// The exact zero counters of a store being created.
+pub(crate) fn create_cache(root: &Path, durable: bool) -> Result<()> {
+    let zero = Cache {
+        bytes: 0,
+        blocks: Some(0),
+        exact: true,
+        generation: 0,
+    };
+    write_cache(root, &zero, durable)
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Counts {
+    /// This handle's figures: `base` plus its own changes.
+    blocks: i64,
+    bytes: i64,
+    /// The figures at open (from the cache), or of this handle's last recount.
+    base_blocks: i64,
+    base_bytes: i64,
+    /// Whether `base` is exact.
+    base_exact: bool,
+    /// Bumped by every change, so a recount can tell whether it raced one.
+    changes: u64,
+    recounting: bool,
+}
+
+/// One handle's counters.
 #[derive(Debug)]
 pub(crate) struct Usage {
     counts: Mutex<Counts>,
 }
 
 impl Usage {
-    fn new(blocks: i64, bytes: i64, accuracy: Accuracy) -> Usage {
+    /// Counters starting from what `diskUsage.cache` held at open.
+    pub(crate) fn from_cache(cache: Option<Cache>) -> Usage {
+        let (blocks, bytes, exact) = match cache {
+            Some(c) => match c.exact_counts() {
+                Some((b, n)) => (b, n, true),
+                None => (c.blocks.unwrap_or(0), c.bytes, false),
+            },
+            None => (0, 0, false),
+        };
         Usage {
             counts: Mutex::new(Counts {
                 blocks,
                 bytes,
+                base_blocks: blocks,
+                base_bytes: bytes,
+                base_exact: exact,
                 changes: 0,
-                accuracy,
+                recounting: false,
             }),
         }
     }
@@ -77,45 +198,139 @@ impl Usage {
         c.changes += 1;
     }
 
-    /// Marks the counters as being recomputed (a recount is about to start).
-    pub(crate) fn reset_stale(&self) {
-        self.lock().accuracy = Accuracy::Recomputing;
+    /// Whether the figures this handle started from are exact.
+    pub(crate) fn exact(&self) -> bool {
+        self.lock().base_exact
     }
 
-    pub(crate) fn stats(&self) -> Stats {
-        let c = self.lock();
-        Stats {
-            blocks: c.blocks.max(0) as u64,
-            bytes: c.bytes.max(0) as u64,
-            accuracy: c.accuracy,
+    /// Marks the figures as not exact (a writer died, or blocks changed in
+    /// a way that was not counted); a recount makes them exact again.
+    pub(crate) fn mark_inexact(&self) {
+        self.lock().base_exact = false;
+    }
+
+    /// This handle's own figures, without asking the file.
+    fn own(&self) -> (Counts, Accuracy) {
+        let c = *self.lock();
+        let accuracy = if c.recounting {
+            Accuracy::Recomputing
+        } else if c.base_exact {
+            Accuracy::Exact
+        } else {
+            Accuracy::Approximate
+        };
+        (c, accuracy)
+    }
+}
+
+/// The store's figures as seen by one handle: the file's (which includes
+/// the writers that closed since this handle opened) plus this handle's own
+/// changes. Exact only if both are and no other writer is open.
+pub(crate) fn stats(layout: &Layout, usage: &Usage, own_token: Option<&str>) -> Stats {
+    let (c, own_accuracy) = usage.own();
+    if own_accuracy == Accuracy::Recomputing {
+        return Stats::new(c.blocks, c.bytes, own_accuracy);
+    }
+    let alone = owner::other_tokens(&layout.temp, own_token).is_ok_and(|t| t.is_empty());
+    let (db, dn) = (c.blocks - c.base_blocks, c.bytes - c.base_bytes);
+    match read_cache(layout) {
+        Some(file) => {
+            let exact = file.exact && (own_token.is_none() || c.base_exact) && alone;
+            let accuracy = if exact {
+                Accuracy::Exact
+            } else {
+                Accuracy::Approximate
+            };
+            Stats::new(
+                file.blocks.unwrap_or(c.base_blocks) + db,
+                file.bytes + dn,
+                accuracy,
+            )
         }
+        None => Stats::new(c.blocks, c.bytes, Accuracy::Approximate),
     }
 }
 
-/// Reads `diskUsage.cache`. Returns counters only if the file is ours, exact,
-/// and carries a block count (go-ds-flatfs's has bytes only).
-fn read_cache(path: &Path) -> Option<(i64, i64)> {
-    let text = fs::read_to_string(path).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    if v.get("accuracy")?.as_str()? != "initial-exact" {
-        return None;
-    }
-    let bytes = v.get("diskUsage")?.as_i64()?;
-    let blocks = v.get("blocks")?.as_i64()?;
-    (bytes >= 0 && blocks >= 0).then_some((blocks, bytes))
+/// Marks `diskUsage.cache` approximate (a dead writer's changes are lost),
+/// keeping its figures. Where it cannot be rewritten (a full disk) it is
+/// removed instead, which says the same: an exact file with wrong figures
+/// must never stay behind. The next clean close writes it again.
+pub(crate) fn mark_stale(layout: &Layout, lock: &WriterLock, durable: bool) -> Result<()> {
+    lock.with_counters(|| match read_cache(layout) {
+        Some(c) if c.exact => {
+            let stale = Cache {
+                exact: false,
+                generation: c.generation + 1,
+                ..c
+            };
+            write_cache(&layout.root, &stale, durable).or_else(|_| {
+                let path = layout.disk_usage_path();
+                crate::platform::remove_file(&path)
+                    .map_err(|e| crate::Error::io("remove", &path, e))?;
+                if durable {
+                    crate::platform::sync_dir(&layout.root)
+                        .map_err(|e| crate::Error::io("fsync", &layout.root, e))?;
+                }
+                Ok(())
+            })
+        }
+        _ => Ok(()),
+    })?
 }
 
-/// Counters loaded at open.
-pub(crate) struct Loaded {
-    pub(crate) usage: Arc<Usage>,
-    /// Whether the counters must be recomputed ([`start_recount`]).
-    pub(crate) stale: bool,
+/// Folds this handle's changes into `diskUsage.cache` at a clean close:
+/// exact if the file and this handle's figures were exact, approximate
+/// (with the best figures known) otherwise.
+pub(crate) fn persist(
+    layout: &Layout,
+    lock: &WriterLock,
+    usage: &Usage,
+    durable: bool,
+) -> Result<()> {
+    let (c, _) = usage.own();
+    let (db, dn) = (c.blocks - c.base_blocks, c.bytes - c.base_bytes);
+    lock.with_counters(|| {
+        let file = read_cache(layout);
+        if file.is_some() && db == 0 && dn == 0 && c.base_exact && file.is_some_and(|f| f.exact) {
+            // Nothing to fold: leave the file as it is (no write, no fsync).
+            return Ok(());
+        }
+        let next = match file {
+            Some(f) if f.exact && c.base_exact => Cache {
+                bytes: f.bytes + dn,
+                blocks: f.blocks.map(|b| b + db),
+                ..f
+            },
+            Some(f) => Cache {
+                bytes: f.bytes + dn,
+                blocks: Some(f.blocks.unwrap_or(c.base_blocks) + db),
+                exact: false,
+                generation: f.generation + 1,
+            },
+            None => Cache {
+                bytes: c.bytes,
+                blocks: Some(c.blocks),
+                exact: false,
+                generation: 1,
+            },
+        };
+        write_cache(&layout.root, &next, durable)
+    })?
 }
 
-/// A background recount, stopped and joined on drop.
+/// A background recount, stopped (or waited for) and joined.
 pub(crate) struct Recount {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+}
+
+impl Recount {
+    /// Waits for the recount to end.
+    pub(crate) fn finish(mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl Drop for Recount {
@@ -127,56 +342,34 @@ impl Drop for Recount {
     }
 }
 
-/// Loads the counters at open. For a read-write open the cache file is then
-/// removed, so that a crash before the next clean close is noticed (the next
-/// open finds no cache and recounts). Removal is made durable when
-/// `durable` is set.
-///
-/// A store created by this open (`created`) starts with exact zero counters.
-pub(crate) fn load(
-    layout: &Layout,
-    read_only: bool,
-    durable: bool,
-    created: bool,
-) -> Result<Loaded> {
-    let path = layout.disk_usage_path();
-    let cached = if created {
-        Some((0, 0))
-    } else {
-        read_cache(&path)
-    };
-    if !read_only {
-        // A cache that cannot be removed would be trusted after a crash:
-        // the open fails instead.
-        match crate::platform::remove_file(&path) {
-            Ok(()) if durable => crate::platform::sync_dir(&layout.root)
-                .map_err(|e| crate::Error::io("fsync", &layout.root, e))?,
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(crate::Error::io("remove", &path, e)),
-        }
-    }
-    Ok(match cached {
-        Some((blocks, bytes)) => Loaded {
-            usage: Arc::new(Usage::new(blocks, bytes, Accuracy::Exact)),
-            stale: false,
-        },
-        None => Loaded {
-            usage: Arc::new(Usage::new(0, 0, Accuracy::Recomputing)),
-            stale: true,
-        },
-    })
+/// What a recount needs: where to walk, whose counters to set, and (for a
+/// writer) the lock under which to rewrite the file.
+pub(crate) struct RecountJob {
+    pub(crate) layout: Layout,
+    pub(crate) usage: Arc<Usage>,
+    pub(crate) writer: Option<(Arc<WriterLock>, String)>,
+    pub(crate) durable: bool,
 }
 
 /// Starts recomputing the counters in a background thread.
-pub(crate) fn start_recount(layout: &Layout, usage: &Arc<Usage>) -> Result<Recount> {
+pub(crate) fn start_recount(job: RecountJob) -> Result<Recount> {
     let stop = Arc::new(AtomicBool::new(false));
+    job.usage.lock().recounting = true;
+    let root = job.layout.root.clone();
+    let usage = job.usage.clone();
     let thread = {
-        let (usage, stop, walk) = (usage.clone(), stop.clone(), layout.clone());
+        let stop = stop.clone();
         thread::Builder::new()
             .name("flatstore-recount".into())
-            .spawn(move || recount(&walk, &usage, &stop))
-            .map_err(|e| crate::Error::io("spawn recount thread", &layout.root, e))?
+            .spawn(move || {
+                crate::fault::recount_gate();
+                let _ = recount(&job, &stop);
+                job.usage.lock().recounting = false;
+            })
+            .map_err(|e| {
+                usage.lock().recounting = false;
+                crate::Error::io("spawn recount thread", &root, e)
+            })?
     };
     Ok(Recount {
         stop,
@@ -184,52 +377,67 @@ pub(crate) fn start_recount(layout: &Layout, usage: &Arc<Usage>) -> Result<Recou
     })
 }
 
-/// Walks the store (in parallel) until a walk completes without a change
-/// racing it, then installs its figures as exact. After three raced walks it
-/// installs the last one's figures adjusted by the changes seen, as approximate.
-fn recount(layout: &Layout, usage: &Usage, stop: &AtomicBool) {
-    crate::fault::recount_gate();
-    for _attempt in 0..3 {
-        let (before, start_blocks, start_bytes) = {
-            let c = usage.lock();
-            (c.changes, c.blocks, c.bytes)
-        };
-        let Some((blocks, bytes)) = listing::walk_totals(layout, stop) else {
-            return;
-        };
-        let mut c = usage.lock();
-        if c.changes == before {
-            c.blocks = blocks;
-            c.bytes = bytes;
-            c.accuracy = Accuracy::Exact;
-            return;
-        }
-        // Changes raced the walk: apply what they did to the walk's figures
-        // (some may be counted twice), and try again.
-        c.blocks = blocks + (c.blocks - start_blocks);
-        c.bytes = bytes + (c.bytes - start_bytes);
-        c.accuracy = Accuracy::Approximate;
-        drop(c);
+/// Walks the store until a walk completes with nothing racing it, then
+/// installs its figures as exact; after three raced walks, or when another
+/// writer is open, installs the last figures as approximate. A walk that
+/// could not read every directory installs nothing (the figures stay
+/// approximate).
+pub(crate) fn recount(job: &RecountJob, stop: &AtomicBool) -> Result<()> {
+    let own = job.writer.as_ref().map(|(_, t)| t.as_str());
+    for attempt in 0..3 {
+        let start = *job.usage.lock();
+        let generation = read_cache(&job.layout).map_or(0, |c| c.generation);
+        let others_before = !owner::other_tokens(&job.layout.temp, own)?.is_empty();
+        let walked = listing::walk_totals(&job.layout, stop);
         if stop.load(Ordering::Relaxed) {
-            return;
+            return Ok(());
+        }
+        let Some(totals) = walked else {
+            return Ok(());
+        };
+        let alone = !others_before && owner::other_tokens(&job.layout.temp, own)?.is_empty();
+        let raced = job.usage.lock().changes != start.changes;
+        if !raced || !alone || attempt == 2 {
+            return install(job, &start, generation, alone, totals);
         }
     }
-    let mut c = usage.lock();
-    if c.accuracy == Accuracy::Recomputing {
-        c.accuracy = Accuracy::Approximate;
-    }
+    Ok(())
 }
 
-/// Writes the counters to `diskUsage.cache` (only when they are exact), in
-/// go-ds-flatfs's format plus a `blocks` field.
-pub(crate) fn persist(layout: &Layout, usage: &Usage, durable: bool) -> Result<()> {
-    let s = usage.stats();
-    if s.accuracy != Accuracy::Exact {
-        return Ok(());
+/// Installs a walk's figures in the handle and, for a writer, in the file.
+fn install(
+    job: &RecountJob,
+    start: &Counts,
+    generation: u64,
+    alone: bool,
+    (blocks, bytes): (i64, i64),
+) -> Result<()> {
+    // The handle's counts are held still (its mutex) while the file is
+    // rewritten, so no change or fold slips in between.
+    let mut c = job.usage.lock();
+    let raced = c.changes != start.changes;
+    let mut exact = alone && !raced;
+    let unchanged = || read_cache(&job.layout).map_or(0, |f| f.generation) == generation;
+    match &job.writer {
+        Some((lock, _)) => lock.with_counters(|| {
+            exact = exact && unchanged();
+            let next = Cache {
+                bytes,
+                blocks: Some(blocks),
+                exact,
+                generation: generation + 1,
+            };
+            write_cache(&job.layout.root, &next, job.durable)
+        })??,
+        // A reader keeps the figures to itself.
+        None => exact = exact && unchanged(),
     }
-    let json = format!(
-        "{{\"diskUsage\":{},\"accuracy\":\"initial-exact\",\"blocks\":{}}}",
-        s.bytes, s.blocks
-    );
-    layout::write_atomic(&layout.root, DISK_USAGE, json.as_bytes(), true, durable)
+    // Changes made during the walk may or may not be in its figures: keep
+    // them on top, and say approximate.
+    c.blocks = blocks + (c.blocks - start.blocks);
+    c.bytes = bytes + (c.bytes - start.bytes);
+    c.base_blocks = blocks;
+    c.base_bytes = bytes;
+    c.base_exact = exact;
+    Ok(())
 }

@@ -22,6 +22,7 @@ const FS_SIZE: u64 = 24 << 20;
 fn is_enospc(e: &Error) -> bool {
     match e {
         Error::Io { source, .. } => source.raw_os_error() == Some(libc::ENOSPC),
+        Error::CountersNotSaved { source, .. } => is_enospc(source),
         Error::BatchFailed(msg) => {
             msg.contains("No space left on device") || msg.contains("os error 28")
         }

@@ -93,7 +93,7 @@ fn new_store_files() {
     assert!(root.join(".temp").is_dir());
     assert_eq!(
         fs::read_to_string(root.join("diskUsage.cache")).unwrap(),
-        "{\"diskUsage\":0,\"accuracy\":\"initial-exact\",\"blocks\":0}"
+        "{\"diskUsage\":0,\"accuracy\":\"initial-exact\",\"blocks\":0,\"generation\":0}"
     );
     // Nothing else: no temp files left by the atomic writes.
     let names: Vec<String> = fs::read_dir(&root)

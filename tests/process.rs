@@ -30,7 +30,7 @@ fn second_process_is_locked_out_until_the_first_is_killed() {
     let (mut c, lines) = spawn(child::command("child_hold_store", root.to_str().unwrap()));
     lines.expect("opened", 120);
     match Store::open(&root, Options::default()) {
-        Err(Error::Locked { path }) => assert!(path.ends_with("s/.lock"), "{path:?}"),
+        Err(Error::Locked { path, .. }) => assert!(path.ends_with("s/.lock"), "{path:?}"),
         other => panic!("expected Locked, got {other:?}"),
     }
     assert!(matches!(

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-pub(crate) use publish::recover;
+pub(crate) use publish::{committed, recover};
 use record::RecordOp;
 
 use crate::error::{Error, IoContext, Result};

@@ -203,3 +203,23 @@ pub(crate) fn recover(store: &Store, dir: &Path) -> Result<()> {
         None => platform::remove_dir_all(dir).map_err(|e| Error::io("remove", dir, e)),
     }
 }
+
+/// Whether staging directory `dir` holds a complete commit record (for a
+/// read-only open, which must not serve half of a committed batch).
+///
+/// # Errors
+/// [`Error::CorruptCommitRecord`] if there is a record this version cannot read.
+pub(crate) fn committed(dir: &Path) -> Result<bool> {
+    let rec = dir.join(record::RECORD);
+    match fs::read(&rec) {
+        Ok(bytes) => match record::decode(&bytes) {
+            Some(_) => Ok(true),
+            None => Err(Error::CorruptCommitRecord {
+                path: rec,
+                reason: "not a commit record this version can read".into(),
+            }),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io("read", rec, e)),
+    }
+}

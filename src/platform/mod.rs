@@ -101,12 +101,43 @@ pub(crate) fn store_root(root: &Path) -> io::Result<std::path::PathBuf> {
     imp::store_root(root)
 }
 
-/// Tries to lock `file` for this process (exclusive or shared) without
-/// waiting; `Ok(false)` if another process holds a conflicting lock.
-/// Unix: a POSIX record lock, which a forked child never inherits. Windows:
-/// `LockFileEx`.
-pub(crate) fn try_lock(file: &File, exclusive: bool) -> io::Result<bool> {
-    imp::try_lock(file, exclusive)
+/// Locks the one byte at `offset` of `file`, shared or exclusive; without
+/// `wait`, `Ok(false)` at once if another holder conflicts. Unix: a POSIX
+/// record lock (per process, never inherited by a forked child, dropped when
+/// the process closes *any* descriptor of the file: the lock module keeps one
+/// descriptor per file). Windows: `LockFileEx` (per handle).
+pub(crate) fn lock_byte(file: &File, offset: u64, exclusive: bool, wait: bool) -> io::Result<bool> {
+    imp::lock_byte(file, offset, exclusive, wait)
+}
+
+/// Turns this process's shared lock on byte `offset` into an exclusive one
+/// if nobody else holds it; `Ok(false)`, still holding the shared lock,
+/// otherwise. Unix converts in place; Windows releases, retries, and takes
+/// the shared lock back.
+pub(crate) fn upgrade_byte(file: &File, offset: u64) -> io::Result<bool> {
+    imp::upgrade_byte(file, offset)
+}
+
+/// Turns an exclusive lock on byte `offset` back into a shared one.
+pub(crate) fn downgrade_byte(file: &File, offset: u64) -> io::Result<()> {
+    imp::downgrade_byte(file, offset)
+}
+
+/// Releases this process's lock on byte `offset`.
+pub(crate) fn unlock_byte(file: &File, offset: u64) -> io::Result<()> {
+    imp::unlock_byte(file, offset)
+}
+
+/// A string naming the file at `path` itself, the same through any path
+/// that reaches it (Unix: device and inode; Windows: the canonical path,
+/// since locks there belong to handles and cannot be dropped by another).
+pub(crate) fn file_identity(path: &Path) -> io::Result<String> {
+    imp::file_identity(path)
+}
+
+/// Whether the open `file` is the file now named `path` (not a symlink to it).
+pub(crate) fn same_file(file: &File, path: &Path) -> io::Result<bool> {
+    imp::same_file(file, path)
 }
 
 /// Appends up to `len` bytes read from `file` to `buf`, stopping early only

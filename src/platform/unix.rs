@@ -85,26 +85,63 @@ pub(super) fn store_root(root: &Path) -> io::Result<std::path::PathBuf> {
     Ok(root.to_path_buf())
 }
 
-pub(super) fn try_lock(file: &File, exclusive: bool) -> io::Result<bool> {
+/// A POSIX record lock on the one byte at `offset` of `file`: `F_SETLK`
+/// (or `F_SETLKW` when `wait`) with `l_type`.
+fn record_lock(file: &File, offset: u64, l_type: libc::c_int, wait: bool) -> io::Result<bool> {
     use std::os::fd::AsRawFd;
     // SAFETY: a zeroed flock is a valid value; the fields are set below.
     let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-    fl.l_type = (if exclusive {
+    fl.l_type = l_type as _;
+    fl.l_whence = libc::SEEK_SET as _;
+    fl.l_start = offset as _;
+    fl.l_len = 1;
+    let cmd = if wait { libc::F_SETLKW } else { libc::F_SETLK };
+    loop {
+        // SAFETY: valid descriptor and a valid flock for the call.
+        if unsafe { libc::fcntl(file.as_raw_fd(), cmd, &fl) } == 0 {
+            return Ok(true);
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EACCES) | Some(libc::EAGAIN) if !wait => return Ok(false),
+            _ => return Err(e),
+        }
+    }
+}
+
+pub(super) fn lock_byte(file: &File, offset: u64, exclusive: bool, wait: bool) -> io::Result<bool> {
+    let l_type = if exclusive {
         libc::F_WRLCK
     } else {
         libc::F_RDLCK
-    }) as _;
-    fl.l_whence = libc::SEEK_SET as _;
-    // l_start = 0, l_len = 0: the whole file.
-    // SAFETY: valid descriptor and a valid flock for the call.
-    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLK, &fl) } == 0 {
-        return Ok(true);
-    }
-    let e = io::Error::last_os_error();
-    match e.raw_os_error() {
-        Some(libc::EACCES) | Some(libc::EAGAIN) => Ok(false),
-        _ => Err(e),
-    }
+    };
+    record_lock(file, offset, l_type as libc::c_int, wait)
+}
+
+pub(super) fn upgrade_byte(file: &File, offset: u64) -> io::Result<bool> {
+    // A record lock converts in place: no instant without the shared lock.
+    record_lock(file, offset, libc::F_WRLCK as libc::c_int, false)
+}
+
+pub(super) fn downgrade_byte(file: &File, offset: u64) -> io::Result<()> {
+    record_lock(file, offset, libc::F_RDLCK as libc::c_int, true).map(|_| ())
+}
+
+pub(super) fn unlock_byte(file: &File, offset: u64) -> io::Result<()> {
+    record_lock(file, offset, libc::F_UNLCK as libc::c_int, false).map(|_| ())
+}
+
+pub(super) fn file_identity(path: &Path) -> io::Result<String> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path)?;
+    Ok(format!("{}:{}", m.dev(), m.ino()))
+}
+
+pub(super) fn same_file(file: &File, path: &Path) -> io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let (a, b) = (file.metadata()?, std::fs::symlink_metadata(path)?);
+    Ok(a.dev() == b.dev() && a.ino() == b.ino())
 }
 
 pub(super) fn read_up_to(file: &File, buf: &mut Vec<u8>, len: usize) -> io::Result<()> {

@@ -10,8 +10,10 @@ use windows_sys::Win32::Foundation::{
     ERROR_ACCESS_DENIED, ERROR_LOCK_VIOLATION, ERROR_SHARING_VIOLATION, ERROR_TOO_MANY_OPEN_FILES,
 };
 use windows_sys::Win32::Storage::FileSystem::{
-    MoveFileExW, FILE_SHARE_DELETE, FILE_SHARE_READ, FILE_SHARE_WRITE,
+    LockFileEx, MoveFileExW, UnlockFileEx, FILE_SHARE_DELETE, FILE_SHARE_READ, FILE_SHARE_WRITE,
+    LOCKFILE_EXCLUSIVE_LOCK, LOCKFILE_FAIL_IMMEDIATELY,
 };
+use windows_sys::Win32::System::IO::OVERLAPPED;
 
 const SHARE_ALL: u32 = FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE;
 
@@ -49,17 +51,92 @@ pub(super) fn store_root(root: &Path) -> io::Result<std::path::PathBuf> {
     std::fs::canonicalize(root)
 }
 
-pub(super) fn try_lock(file: &File, exclusive: bool) -> io::Result<bool> {
-    let r = if exclusive {
-        file.try_lock()
-    } else {
-        file.try_lock_shared()
-    };
-    match r {
-        Ok(()) => Ok(true),
-        Err(std::fs::TryLockError::WouldBlock) => Ok(false),
-        Err(std::fs::TryLockError::Error(e)) => Err(e),
+/// `LockFileEx` on the one byte at `offset` of `file`.
+fn lock_range(file: &File, offset: u64, exclusive: bool, wait: bool) -> io::Result<bool> {
+    use std::os::windows::io::AsRawHandle;
+    let mut flags = 0;
+    if exclusive {
+        flags |= LOCKFILE_EXCLUSIVE_LOCK;
     }
+    if !wait {
+        flags |= LOCKFILE_FAIL_IMMEDIATELY;
+    }
+    // SAFETY: a zeroed OVERLAPPED is valid; the offset is set below.
+    let mut ov: OVERLAPPED = unsafe { std::mem::zeroed() };
+    ov.Anonymous.Anonymous.Offset = offset as u32;
+    ov.Anonymous.Anonymous.OffsetHigh = (offset >> 32) as u32;
+    // SAFETY: a valid handle, and `ov` lives for the (synchronous) call.
+    let ok = unsafe { LockFileEx(file.as_raw_handle() as _, flags, 0, 1, 0, &mut ov) };
+    if ok != 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    if !wait && e.raw_os_error() == Some(ERROR_LOCK_VIOLATION as i32) {
+        return Ok(false);
+    }
+    Err(e)
+}
+
+pub(super) fn lock_byte(file: &File, offset: u64, exclusive: bool, wait: bool) -> io::Result<bool> {
+    lock_range(file, offset, exclusive, wait)
+}
+
+pub(super) fn upgrade_byte(file: &File, offset: u64) -> io::Result<bool> {
+    // Windows cannot convert a lock: give the shared one up, try for the
+    // exclusive one, and take the shared one back (waiting) if that fails.
+    unlock_byte(file, offset)?;
+    if lock_range(file, offset, true, false)? {
+        return Ok(true);
+    }
+    lock_range(file, offset, false, true)?;
+    Ok(false)
+}
+
+pub(super) fn downgrade_byte(file: &File, offset: u64) -> io::Result<()> {
+    unlock_byte(file, offset)?;
+    lock_range(file, offset, false, true).map(|_| ())
+}
+
+pub(super) fn unlock_byte(file: &File, offset: u64) -> io::Result<()> {
+    use std::os::windows::io::AsRawHandle;
+    // SAFETY: a zeroed OVERLAPPED is valid; the offset is set below.
+    let mut ov: OVERLAPPED = unsafe { std::mem::zeroed() };
+    ov.Anonymous.Anonymous.Offset = offset as u32;
+    ov.Anonymous.Anonymous.OffsetHigh = (offset >> 32) as u32;
+    // SAFETY: a valid handle, and `ov` lives for the call.
+    let ok = unsafe { UnlockFileEx(file.as_raw_handle() as _, 0, 1, 0, &mut ov) };
+    if ok != 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+pub(super) fn file_identity(path: &Path) -> io::Result<String> {
+    // Locks belong to handles here, so no handle's close can drop another's:
+    // the canonical path is identity enough for the registry.
+    Ok(std::fs::canonicalize(path)?.to_string_lossy().into_owned())
+}
+
+pub(super) fn same_file(file: &File, path: &Path) -> io::Result<bool> {
+    use std::os::windows::io::AsRawHandle;
+    use windows_sys::Win32::Storage::FileSystem::{
+        GetFileInformationByHandle, BY_HANDLE_FILE_INFORMATION,
+    };
+    let info = |f: &File| -> io::Result<(u32, u32, u32)> {
+        // SAFETY: a zeroed struct is valid; the call fills it.
+        let mut i: BY_HANDLE_FILE_INFORMATION = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid handle and a valid out pointer.
+        if unsafe { GetFileInformationByHandle(f.as_raw_handle() as _, &mut i) } == 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok((i.dwVolumeSerialNumber, i.nFileIndexHigh, i.nFileIndexLow))
+    };
+    let other = OpenOptions::new()
+        .read(true)
+        .share_mode(SHARE_ALL)
+        .open(path)?;
+    Ok(info(file)? == info(&other)?)
 }
 
 pub(super) fn read_up_to(file: &File, buf: &mut Vec<u8>, len: usize) -> io::Result<()> {

@@ -67,11 +67,25 @@ pub fn tree(dir: &Path) -> BTreeSet<PathBuf> {
     out
 }
 
-/// Entries of `ROOT/.temp/`.
+/// Entries of `ROOT/.temp/`, without the owner files that mark open
+/// writers alive (`owner-<token>`; see [`owner_files`]).
 pub fn temp_entries(root: &Path) -> Vec<String> {
     match fs::read_dir(root.join(".temp")) {
         Ok(rd) => rd
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with("owner-"))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// The owner files in `ROOT/.temp/`: one per open writer (or dead one not
+/// yet recovered).
+pub fn owner_files(root: &Path) -> Vec<String> {
+    match fs::read_dir(root.join(".temp")) {
+        Ok(rd) => rd
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("owner-"))
             .collect(),
         Err(_) => Vec::new(),
     }

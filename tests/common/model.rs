@@ -409,15 +409,12 @@ impl Runner {
         self.check_all(at);
     }
 
-    /// `.temp/` holds one staging directory per open batch, nothing else.
+    /// `.temp/` holds one staging directory per open batch and the open
+    /// writer's owner file, nothing else.
     fn check_temp(&self, at: &str) {
         let open = self.batches.iter().filter(|b| b.is_some()).count();
-        let entries: Vec<String> = match std::fs::read_dir(self.root.join(".temp")) {
-            Ok(rd) => rd
-                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect(),
-            Err(_) => Vec::new(),
-        };
+        let entries = super::temp_entries(&self.root);
+        assert_eq!(super::owner_files(&self.root).len(), 1, "{at}");
         assert_eq!(entries.len(), open, "{at}: .temp holds {entries:?}");
     }
 
