@@ -88,7 +88,9 @@ fn import_list_get_export_verify() {
     assert_eq!(stat["accuracy"], "exact");
 
     assert_eq!(json(&repo, &["has", EMPTY_RAW])["present"], true);
-    assert_eq!(ok(&repo, &["has", "CIQNOPE"]).trim(), "false");
+    let out = run(&repo, &["has", "CIQNOPE"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "absent");
     let out = dir.path().join("empty.bin");
     ok(&repo, &["get", EMPTY_RAW, "-o", out.to_str().unwrap()]);
     assert_eq!(std::fs::read(&out).unwrap(), b"");
@@ -131,6 +133,7 @@ fn put_get_with_keys_and_cids() {
     let repo = dir.path().join("repo");
     let file = dir.path().join("data");
     std::fs::write(&file, b"hello").unwrap();
+    ok(&repo, &["init"]);
     let v = json(&repo, &["put", "CIQHELLO", file.to_str().unwrap()]);
     assert_eq!(
         (v["key"].as_str(), v["size"].as_u64()),
@@ -146,7 +149,7 @@ fn put_get_with_keys_and_cids() {
     let empty = dir.path().join("empty");
     std::fs::write(&empty, b"").unwrap();
     ok(&repo, &["put", EMPTY_RAW, empty.to_str().unwrap()]);
-    assert_eq!(ok(&repo, &["has", EMPTY_RAW]).trim(), "true");
+    assert_eq!(ok(&repo, &["has", EMPTY_RAW]).trim(), "present");
     // Bad input: a clear error, exit 1.
     fails(
         &repo,
@@ -172,7 +175,8 @@ fn errors_are_one_line_and_change_nothing() {
     // JSON errors for scripts.
     let out = run(&repo, &["--json", "import", truncated.to_str().unwrap()]);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(v["error"].as_str().unwrap().contains("offset"));
+    assert!(v["error"]["message"].as_str().unwrap().contains("offset"));
+    assert_eq!(v["error"]["kind"], "bad_car");
     fails(
         &repo,
         &["import", dir.path().join("missing.car").to_str().unwrap()],
@@ -247,7 +251,14 @@ fn usage_errors_exit_1_with_one_line() {
     let out = run(&repo, &["--json", "frobnicate"]);
     assert_eq!(out.status.code(), Some(1));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(v["error"].as_str().unwrap().contains("frobnicate"), "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("frobnicate"),
+        "{v}"
+    );
+    assert_eq!(v["error"]["kind"], "usage");
     // --help is not an error.
     let out = run(&repo, &["--help"]);
     assert_eq!(out.status.code(), Some(0));
@@ -295,6 +306,7 @@ fn an_upper_case_cid_is_read_as_the_cid() {
     let repo = dir.path().join("repo");
     let empty = dir.path().join("empty");
     std::fs::write(&empty, b"").unwrap();
+    ok(&repo, &["init"]);
     // The upper-case base32 form of a CIDv1 is also a valid key string.
     let upper = EMPTY_RAW.to_ascii_uppercase();
     assert!(flatstore::Key::new(&upper).is_ok());
