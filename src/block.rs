@@ -118,7 +118,9 @@ pub struct CheckedReader {
 
 impl std::fmt::Debug for CheckedReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CheckedReader").field("cid", &self.cid).finish()
+        f.debug_struct("CheckedReader")
+            .field("cid", &self.cid)
+            .finish()
     }
 }
 

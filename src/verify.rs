@@ -362,7 +362,11 @@ impl Run<'_> {
             return Ok(());
         };
         if !is_file {
-            let mut f = finding(path.clone(), Some(key), "named like a block but not a regular file");
+            let mut f = finding(
+                path.clone(),
+                Some(key),
+                "named like a block but not a regular file",
+            );
             if self.options.repair {
                 f.quarantined = Some(self.quarantine_entry(&path)?);
                 f.repaired = true;

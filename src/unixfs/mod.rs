@@ -259,11 +259,7 @@ impl<'a> Importer<'a> {
     /// [`Error::Io`] naming the path that could not be read;
     /// [`Error::AddRefused`] for what cannot be encoded as Kubo would (see
     /// the [module](self) documentation); the batch's errors.
-    pub fn add_path(
-        &mut self,
-        path: &Path,
-        on_entry: &mut dyn FnMut(&Added),
-    ) -> Result<Added> {
+    pub fn add_path(&mut self, path: &Path, on_entry: &mut dyn FnMut(&Added)) -> Result<Added> {
         let name = top_name(path)?;
         self.entry(path, name, on_entry)
     }
@@ -293,7 +289,10 @@ impl<'a> Importer<'a> {
             let file = platform::open_read(path).ctx("open", path)?;
             self.add_reader(std::io::BufReader::with_capacity(0, file), path)?
         } else {
-            return Err(refused(path, "not a regular file, directory or symbolic link"));
+            return Err(refused(
+                path,
+                "not a regular file, directory or symbolic link",
+            ));
         };
         let added = Added {
             path: rel,
@@ -582,10 +581,7 @@ mod tests {
     fn tempfile_dir() -> PathBuf {
         static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let d = std::env::temp_dir().join(format!(
-            "flatstore-unixfs-{}-{n}",
-            std::process::id()
-        ));
+        let d = std::env::temp_dir().join(format!("flatstore-unixfs-{}-{n}", std::process::id()));
         let _ = fs::remove_dir_all(&d);
         fs::create_dir_all(&d).unwrap();
         d

@@ -12,7 +12,13 @@ use flatstore::car::DEFAULT_MAX_FRAME;
 /// a path that holds none. Exit code 0 on success, 1 on failure with a
 /// one-line error on stderr (`has`: 0 present, 1 absent, 2 on error).
 #[derive(Parser, Debug)]
-#[command(name = "flatstore", version, about, long_about, arg_required_else_help = true)]
+#[command(
+    name = "flatstore",
+    version,
+    about,
+    long_about,
+    arg_required_else_help = true
+)]
 pub struct Cli {
     /// The store's directory [default: $FLATSTORE_REPO, else ./flatstore]
     #[arg(long, global = true, value_name = "DIR")]

@@ -126,10 +126,15 @@ impl Target {
         }
         match (key, cid) {
             (Ok(k), _) => Ok(Target::Key(k)),
-            (Err(_), Err(e)) if s.bytes().any(|b| b.is_ascii_lowercase()) => Err(fail(
-                "invalid_argument",
-                format!("{s:?} is not a valid CID ({e}), nor a key (keys are upper case)"),
-            )),
+            (Err(_), Err(e))
+                if s.bytes().all(|b| b.is_ascii_alphanumeric())
+                    && s.bytes().any(|b| b.is_ascii_lowercase()) =>
+            {
+                Err(fail(
+                    "invalid_argument",
+                    format!("{s:?} is not a valid CID ({e}), nor a key (keys are upper case)"),
+                ))
+            }
             (Err(e), _) => Err(fail(
                 "invalid_key",
                 format!("{s:?} is neither a key nor a CID: {e}"),
@@ -192,16 +197,20 @@ impl Ctx {
         }
     }
 
-    /// Closes the store; counters that could not be saved are a warning
-    /// (the work is done; the next open recounts).
+    /// Closes the store. Closing only saves the counters (and releases the
+    /// lock), after the command's work is done and durable: a failure here
+    /// (typically `Error::CountersNotSaved` on a full disk) is a warning,
+    /// not a failure of the command; the next read-write open recounts.
     fn close(&self, store: Store) -> Result<()> {
-        match store.close() {
-            Err(e @ Error::CountersNotSaved { .. }) => {
-                out::warn(e);
-                Ok(())
+        if let Err(e) = store.close() {
+            match e {
+                Error::CountersNotSaved { .. } => out::warn(format!("{e}; the next open recounts")),
+                e => out::warn(format!(
+                    "the work is done, but closing the store failed: {e}; the next open recounts"
+                )),
             }
-            r => Ok(r?),
         }
+        Ok(())
     }
 
     /// Prints `human` normally, `value` with --json.
@@ -299,7 +308,8 @@ impl Ctx {
         let file = file.filter(|f| f.as_os_str() != "-");
         let input: Box<dyn Read> = match &file {
             Some(path) => {
-                let m = fs::metadata(path).with_context(|| format!("opening {}", path.display()))?;
+                let m =
+                    fs::metadata(path).with_context(|| format!("opening {}", path.display()))?;
                 if m.is_dir() {
                     return Err(fail(
                         "invalid_argument",
@@ -325,17 +335,18 @@ impl Ctx {
         };
         let (size, outcome) = result.map_err(|e| match e {
             Error::Input(source) => anyhow::Error::new(source).context(format!("reading {name}")),
-            Error::BlockTooLarge { .. } => anyhow::Error::new(e)
-                .context(format!("{name} is over the --max-frame cap")),
+            Error::BlockTooLarge { .. } => {
+                anyhow::Error::new(e).context(format!("{name} is over the --max-frame cap"))
+            }
             e => e.into(),
         })?;
         self.close(store)?;
         let k = target.key();
         let human = match outcome {
             PutOutcome::Written => format!("{k}: written ({size} bytes)"),
-            PutOutcome::Repaired => format!(
-                "{k}: repaired ({size} bytes; the stored copy did not match its CID)"
-            ),
+            PutOutcome::Repaired => {
+                format!("{k}: repaired ({size} bytes; the stored copy did not match its CID)")
+            }
             _ => format!("{k}: already present (nothing written)"),
         };
         self.say(
@@ -407,7 +418,11 @@ impl Ctx {
         // Written to stdout: the bytes are the output.
         let Some(file) = file else { return Ok(()) };
         self.say(
-            format_args!("{}: {size} bytes written to {}", target.key(), file.display()),
+            format_args!(
+                "{}: {size} bytes written to {}",
+                target.key(),
+                file.display()
+            ),
             json!({ "key": target.key().as_str(), "size": size, "file": file }),
         )
     }
@@ -522,11 +537,13 @@ impl Ctx {
             let bar = pb.clone();
             let blocks = Arc::new(std::sync::atomic::AtomicU64::new(0));
             let counted = blocks.clone();
-            let options = ImportOptions::new().max_frame(max_frame).progress(move |p| {
-                bar.set_position(p.bytes_read);
-                bar.set_message(format!("importing {name}: {} blocks", p.blocks));
-                counted.store(p.blocks, Ordering::Relaxed);
-            });
+            let options = ImportOptions::new()
+                .max_frame(max_frame)
+                .progress(move |p| {
+                    bar.set_position(p.bytes_read);
+                    bar.set_message(format!("importing {name}: {} blocks", p.blocks));
+                    counted.store(p.blocks, Ordering::Relaxed);
+                });
             // The end of the input is the start of the commit phase.
             let bar = pb.clone();
             let watched = EndWatch::new(reader, move || {
