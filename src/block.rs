@@ -12,13 +12,157 @@
 //! [`Store::delete_block`] always false. CAR import skips them and CAR export
 //! does not write them (as go-car and Kubo do by default).
 
+use std::io::{self, Read};
+
 use cid::Cid;
+use multihash::Multihash;
 
 use crate::batch::Batch;
 use crate::error::{Error, Result};
-use crate::hash::{self, Check, IDENTITY};
+use crate::hash::{self, Check, StreamHasher, IDENTITY};
 use crate::key::Key;
-use crate::store::Store;
+use crate::platform;
+use crate::store::{Published, Store};
+
+/// What a size-capped put did ([`Store::put_reader_capped`],
+/// [`Store::put_block_reader`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PutOutcome {
+    /// The block was written.
+    Written,
+    /// The store already held the key; nothing was written (the stored
+    /// copy is kept as it is, whatever the new bytes were for a key-level
+    /// put; for a CID, the stored copy hashes to the CID).
+    AlreadyPresent,
+    /// The stored copy did not hash to the CID; the new data, which does,
+    /// replaced it atomically.
+    Repaired,
+}
+
+/// The reader of a capped put: counts and hashes what it passes on, and
+/// keeps its own failures (the reader's error, going over the cap) so that
+/// they are reported as such rather than as a failed write of a temp file.
+struct Input<'a, R> {
+    inner: R,
+    limit: u64,
+    read: u64,
+    hasher: Option<&'a mut StreamHasher>,
+    too_large: bool,
+    error: Option<io::Error>,
+}
+
+impl<'a, R: Read> Input<'a, R> {
+    fn new(inner: R, limit: u64, hasher: Option<&'a mut StreamHasher>) -> Self {
+        Input {
+            inner,
+            limit,
+            read: 0,
+            hasher,
+            too_large: false,
+            error: None,
+        }
+    }
+
+    /// The error to report for a failed put that read from this input:
+    /// its own failure if it had one, else `e`.
+    fn explain(&mut self, key: String, e: Error) -> Error {
+        if self.too_large {
+            Error::BlockTooLarge {
+                key,
+                limit: self.limit,
+            }
+        } else if let Some(source) = self.error.take() {
+            Error::Input(source)
+        } else {
+            e
+        }
+    }
+}
+
+impl<R: Read> Read for Input<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // One byte past the cap is enough to know it is exceeded.
+        let room = (self.limit + 1 - self.read.min(self.limit + 1)) as usize;
+        let want = buf.len().min(room.max(1));
+        let n = loop {
+            match self.inner.read(&mut buf[..want]) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    let kind = e.kind();
+                    self.error = Some(e);
+                    return Err(io::Error::new(kind, "the input failed"));
+                }
+            }
+        };
+        self.read += n as u64;
+        if self.read > self.limit {
+            self.too_large = true;
+            return Err(io::Error::other("the block is over the size cap"));
+        }
+        if let Some(h) = self.hasher.as_deref_mut() {
+            h.update(&buf[..n]);
+        }
+        Ok(n)
+    }
+}
+
+/// A block reader that checks the block against its CID as it streams
+/// (see [`Store::block_reader`]).
+pub struct CheckedReader {
+    inner: Box<dyn Read + Send>,
+    hasher: Option<StreamHasher>,
+    cid: Cid,
+}
+
+impl std::fmt::Debug for CheckedReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckedReader")
+            .field("cid", &self.cid)
+            .finish()
+    }
+}
+
+impl Read for CheckedReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n > 0 {
+            if let Some(h) = &mut self.hasher {
+                h.update(&buf[..n]);
+            }
+        } else if !buf.is_empty() {
+            if let Some(h) = self.hasher.take() {
+                if let Err(e) = mismatch(&self.cid, h.finish(self.cid.hash())) {
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+                }
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// A hasher for `cid`, or the error saying flatstore cannot check it.
+fn hasher_for(cid: &Cid) -> Result<StreamHasher> {
+    StreamHasher::new(cid.hash()).ok_or_else(|| Error::UnsupportedHash {
+        code: cid.hash().code(),
+        cid: cid.to_string(),
+    })
+}
+
+fn mismatch(cid: &Cid, check: Check) -> Result<()> {
+    match check {
+        Check::Match => Ok(()),
+        Check::Mismatch(actual) => Err(Error::HashMismatch {
+            cid: cid.to_string(),
+            actual: actual_cid(cid, &actual),
+        }),
+        Check::Unsupported => Err(Error::UnsupportedHash {
+            code: cid.hash().code(),
+            cid: cid.to_string(),
+        }),
+    }
+}
 
 /// Whether `cid` is an identity CID (its block is its digest).
 pub fn is_identity(cid: &Cid) -> bool {
@@ -124,6 +268,176 @@ impl Store {
             return Ok(false);
         }
         self.delete(&Key::from_cid(cid))
+    }
+}
+
+impl Store {
+    /// Streams the bytes of `reader` into the store under `key`, refusing a
+    /// block of more than `limit` bytes, and says whether it was written.
+    ///
+    /// Like [`Store::put_reader`] (the block is never held in memory, first
+    /// writer wins, nothing partial is ever visible), with a cap: the put
+    /// fails as soon as the reader yields byte `limit + 1`.
+    ///
+    /// # Errors
+    /// - [`Error::BlockTooLarge`]: over the cap; nothing is written.
+    /// - [`Error::Input`]: the reader failed; nothing is written.
+    /// - [`Error::ReadOnly`], [`Error::Io`] as for [`Store::put`].
+    pub fn put_reader_capped(
+        &self,
+        key: &Key,
+        reader: impl Read,
+        limit: u64,
+    ) -> Result<(u64, PutOutcome)> {
+        let mut input = Input::new(reader, limit, None);
+        match self.put_with(key, |f| platform::copy_into(&mut input, f)) {
+            Ok((n, Published::Written)) => Ok((n, PutOutcome::Written)),
+            Ok((n, Published::AlreadyPresent)) => Ok((n, PutOutcome::AlreadyPresent)),
+            Err(e) => Err(input.explain(key.to_string(), e)),
+        }
+    }
+
+    /// Streams the block `cid` names from `reader` into the store, checking
+    /// it against the CID's multihash, and repairs a stored copy that does
+    /// not hash to it. Refuses a block of more than `limit` bytes.
+    ///
+    /// - Absent: the block is written when the data checks out.
+    /// - Present and intact: nothing is written ([`PutOutcome::AlreadyPresent`]);
+    ///   the data is still read and checked, so bad input is an error.
+    /// - Present and corrupt (it does not hash to the CID): when the new
+    ///   data checks out, it replaces the stored copy through a batch's
+    ///   `delete` + `put`, which swaps it in atomically
+    ///   ([`PutOutcome::Repaired`]).
+    ///
+    /// The data is never held in memory. An identity CID is checked and
+    /// nothing is written ([`PutOutcome::AlreadyPresent`]).
+    ///
+    /// # Errors
+    /// - [`Error::HashMismatch`], [`Error::UnsupportedHash`],
+    ///   [`Error::BlockTooLarge`], [`Error::Input`]: nothing is written and
+    ///   a stored copy is left as it was.
+    /// - [`Error::ReadOnly`], [`Error::Io`], [`Error::BatchFailed`].
+    pub fn put_block_reader(
+        &self,
+        cid: &Cid,
+        reader: impl Read,
+        limit: u64,
+    ) -> Result<(u64, PutOutcome)> {
+        self.check_writable()?;
+        let key = Key::from_cid(cid);
+        let mut hasher = hasher_for(cid)?;
+        let mut input = Input::new(reader, limit, Some(&mut hasher));
+        let stored = if is_identity(cid) {
+            Some(true)
+        } else {
+            self.stored_copy_intact(&key, cid.hash())?
+        };
+        match stored {
+            // Nothing to write: read the data only to check it.
+            Some(true) => {
+                let n = io::copy(&mut input, &mut io::sink())
+                    .map_err(|e| input.explain(cid.to_string(), Error::Input(e)))?;
+                drop(input);
+                mismatch(cid, hasher.finish(cid.hash()))?;
+                Ok((n, PutOutcome::AlreadyPresent))
+            }
+            None => {
+                // The check runs inside the write, before the publish: a
+                // mismatch removes the temp file and publishes nothing.
+                let mut bad = None;
+                let result = self.put_with(&key, |f| {
+                    let n = platform::copy_into(&mut input, f)?;
+                    let check = std::mem::replace(
+                        input.hasher.as_deref_mut().expect("a hasher"),
+                        hasher_for(cid).map_err(io::Error::other)?,
+                    )
+                    .finish(cid.hash());
+                    if check != Check::Match {
+                        bad = Some(check);
+                        return Err(io::Error::other("hash mismatch"));
+                    }
+                    Ok(n)
+                });
+                if let Some(check) = bad {
+                    mismatch(cid, check)?;
+                }
+                match result {
+                    Ok((n, Published::Written)) => Ok((n, PutOutcome::Written)),
+                    Ok((n, Published::AlreadyPresent)) => Ok((n, PutOutcome::AlreadyPresent)),
+                    Err(e) => Err(input.explain(cid.to_string(), e)),
+                }
+            }
+            Some(false) => {
+                let batch = self.batch()?;
+                let staged = batch.delete(&key).and_then(|()| {
+                    batch
+                        .put_reader(&key, &mut input)
+                        .map_err(|e| input.explain(cid.to_string(), e))
+                });
+                drop(input);
+                let n = match staged.and_then(|n| {
+                    mismatch(cid, hasher.finish(cid.hash()))?;
+                    Ok(n)
+                }) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        let _ = batch.discard();
+                        return Err(e);
+                    }
+                };
+                batch.commit()?;
+                Ok((n, PutOutcome::Repaired))
+            }
+        }
+    }
+
+    /// A reader of the block `cid` names that checks it as it streams, or
+    /// `None` if it is absent: verify on read without holding the block in
+    /// memory. The bytes are passed on as they are read; at the end, a block
+    /// that does not hash to the CID fails the last read with an
+    /// [`io::Error`] of kind [`InvalidData`](io::ErrorKind::InvalidData)
+    /// wrapping [`Error::HashMismatch`]. A block whose hash function is not
+    /// supported is read unchecked, as [`get_block`](Store::get_block) does.
+    /// An identity CID reads as its digest.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the file exists but cannot be opened.
+    pub fn block_reader(&self, cid: &Cid) -> Result<Option<CheckedReader>> {
+        let source: Box<dyn Read + Send> = if is_identity(cid) {
+            Box::new(io::Cursor::new(cid.hash().digest().to_vec()))
+        } else {
+            match self.reader(&Key::from_cid(cid))? {
+                Some(r) => Box::new(r),
+                None => return Ok(None),
+            }
+        };
+        Ok(Some(CheckedReader {
+            inner: source,
+            hasher: StreamHasher::new(cid.hash()),
+            cid: *cid,
+        }))
+    }
+
+    /// Whether the stored copy of `key` hashes to `mh`: `None` when absent.
+    /// The file is streamed through the hasher, never read whole.
+    fn stored_copy_intact(&self, key: &Key, mh: &Multihash<64>) -> Result<Option<bool>> {
+        let Some(mut reader) = self.reader(key)? else {
+            return Ok(None);
+        };
+        let Some(mut hasher) = StreamHasher::new(mh) else {
+            return Ok(Some(true));
+        };
+        let mut buf = vec![0u8; 64 << 10];
+        let path = self.block_path(key);
+        loop {
+            match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => hasher.update(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io("read", path, e)),
+            }
+        }
+        Ok(Some(hasher.finish(mh) == Check::Match))
     }
 }
 

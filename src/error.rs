@@ -205,6 +205,41 @@ pub enum Error {
         source: Box<Error>,
     },
 
+    /// An option has a value outside what it accepts. Nothing was written.
+    #[error("invalid {option}: {reason}")]
+    InvalidOption {
+        /// Which option.
+        option: &'static str,
+        /// What is wrong with its value.
+        reason: String,
+    },
+
+    /// A UnixFS import met something it cannot encode as Kubo would (a name
+    /// that is not UTF-8, a special file, a directory Kubo would shard).
+    /// Nothing of the import was written.
+    #[error("cannot add {path}: {reason}")]
+    AddRefused {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+
+    /// A block given to a size-capped put is larger than the cap. Nothing
+    /// was written.
+    #[error("block {key} is larger than the limit of {limit} bytes")]
+    BlockTooLarge {
+        /// The block's key or CID.
+        key: String,
+        /// The cap, in bytes.
+        limit: u64,
+    },
+
+    /// Reading the data given to a put failed (the reader's error, not the
+    /// store's). Nothing was written.
+    #[error("reading the block's data: {0}")]
+    Input(#[source] io::Error),
+
     /// A filesystem operation failed.
     #[error("{op} {path}: {source}")]
     Io {

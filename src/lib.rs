@@ -81,11 +81,12 @@ mod recovery;
 mod reshard;
 mod shard;
 mod store;
+pub mod unixfs;
 mod usage;
 mod verify;
 
 pub use batch::{Batch, CommitSummary};
-pub use block::{check_block, is_identity};
+pub use block::{check_block, is_identity, CheckedReader, PutOutcome};
 pub use car::{
     CarReader, CarWriter, ExportProgress, ExportSummary, ImportOptions, ImportProgress,
     ImportSummary,

@@ -2,7 +2,9 @@
 //!
 //! Only `<SHARD>/<KEY>.data` files whose key is valid and whose shard
 //! directory is the one the store's shard function gives are listed; foreign
-//! files, dot-files, temp files and misplaced files are skipped.
+//! files, dot-files, temp files, misplaced files and anything that is not a
+//! regular file (a directory or a symbolic link named like a block) are
+//! skipped.
 
 use std::fs::ReadDir;
 use std::path::PathBuf;
@@ -81,6 +83,13 @@ impl Iterator for Listing {
                         else {
                             continue;
                         };
+                        // A directory, symbolic link or other entry named
+                        // like a block is not one (verify reports it).
+                        match entry.file_type() {
+                            Ok(t) if !t.is_file() => continue,
+                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                            _ => {}
+                        }
                         if !self.sizes {
                             return Some(Ok((key, 0)));
                         }

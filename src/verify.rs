@@ -58,7 +58,11 @@ impl VerifyOptions {
         VerifyOptions::default()
     }
 
-    /// Move corrupt and empty blocks into `ROOT/.quarantine/` (default false).
+    /// Repair what can be repaired (default false): move corrupt, empty and
+    /// unreadable blocks and entries named like blocks that are not regular
+    /// files into `ROOT/.quarantine/`, and move misplaced copies into their
+    /// shard directory (or into the quarantine when the block is already
+    /// there or the copy is damaged). See [`Store::verify`].
     pub fn repair(mut self, repair: bool) -> VerifyOptions {
         self.repair = repair;
         self
@@ -91,8 +95,21 @@ pub struct Finding {
     pub key: Option<Key>,
     /// What is wrong, in words (for a corrupt block: what it hashes to).
     pub detail: String,
-    /// Where `repair` moved it, if it did.
+    /// Where `repair` moved it into the quarantine, if it did.
     pub quarantined: Option<PathBuf>,
+    /// Whether `repair` dealt with it: quarantined, or (a misplaced copy)
+    /// moved into its shard directory. A finding that repair leaves alone
+    /// (foreign, unverifiable, an unreadable directory) is never repaired.
+    pub repaired: bool,
+}
+
+impl Finding {
+    /// Whether `repair` could deal with this finding (so whether a verify
+    /// without repair should suggest it): true for block files and entries
+    /// named like blocks, false for a directory that could not be read.
+    pub fn repairable(&self) -> bool {
+        self.key.is_some()
+    }
 }
 
 /// What [`Store::verify`] found. Findings are sorted by path.
@@ -116,11 +133,29 @@ pub struct VerifyReport {
     /// Block files whose key is not a multihash, or uses a hash function
     /// flatstore cannot compute; left in place.
     pub unverifiable: Vec<Finding>,
-    /// Files or shard directories that could not be read.
+    /// Files or shard directories that could not be read. Repair quarantines
+    /// unreadable block files (those with a [`Finding::key`]); a directory
+    /// that cannot be read is only reported.
     pub unreadable: Vec<Finding>,
+    /// Entries named like blocks (`<valid KEY>.data`) that are not regular
+    /// files: directories, symbolic links (never followed), devices. Not
+    /// listed nor counted as blocks; repair quarantines them.
+    pub not_regular: Vec<Finding>,
 }
 
 impl VerifyReport {
+    /// The findings that are damage: corrupt, empty, misplaced, unreadable
+    /// and not-regular entries (not foreign files of other programs, nor
+    /// blocks flatstore cannot check), repaired or not.
+    pub fn damage(&self) -> impl Iterator<Item = &Finding> {
+        self.corrupt
+            .iter()
+            .chain(&self.empty)
+            .chain(&self.misplaced)
+            .chain(&self.unreadable)
+            .chain(&self.not_regular)
+    }
+
     /// Whether nothing at all was found wrong or unverifiable.
     pub fn is_clean(&self) -> bool {
         self.problems() == 0
@@ -134,6 +169,7 @@ impl VerifyReport {
             + self.foreign.len()
             + self.unverifiable.len()
             + self.unreadable.len()
+            + self.not_regular.len()
     }
 
     fn merge(mut self, other: VerifyReport) -> VerifyReport {
@@ -145,6 +181,7 @@ impl VerifyReport {
         self.foreign.extend(other.foreign);
         self.unverifiable.extend(other.unverifiable);
         self.unreadable.extend(other.unreadable);
+        self.not_regular.extend(other.not_regular);
         self
     }
 
@@ -156,6 +193,7 @@ impl VerifyReport {
             &mut self.foreign,
             &mut self.unverifiable,
             &mut self.unreadable,
+            &mut self.not_regular,
         ] {
             list.sort_by(|a, b| a.path.cmp(&b.path));
         }
@@ -168,6 +206,7 @@ fn finding(path: PathBuf, key: Option<Key>, detail: impl Into<String>) -> Findin
         key,
         detail: detail.into(),
         quarantined: None,
+        repaired: false,
     }
 }
 
@@ -201,13 +240,17 @@ impl Store {
     /// `.temp/` are not).
     ///
     /// # Repair
-    /// With [`VerifyOptions::repair`], corrupt and empty blocks are moved
+    /// With [`VerifyOptions::repair`], corrupt, empty and unreadable blocks
+    /// and entries named like blocks that are not regular files are moved
     /// (renamed, keeping their file name; `.1`, `.2`, ... appended if that
     /// name is taken) into `ROOT/.quarantine/`, so that they can be fetched
     /// again, and the store's counters ([`Store::stats`]) drop them. A block
     /// that another thread deleted and stored again meanwhile is checked
-    /// after the move and put back if it is now intact. Misplaced, foreign
-    /// and unverifiable files are left alone.
+    /// after the move and put back if it is now intact. A misplaced copy
+    /// that hashes to its key is moved into its shard directory when the
+    /// block is not there yet (and counted), and quarantined otherwise.
+    /// Foreign and unverifiable files, and directories that cannot be read,
+    /// are left alone. Each repaired finding has [`Finding::repaired`] set.
     ///
     /// # Errors
     /// [`Error::ReadOnly`] when repairing a read-only store; [`Error::Io`] if
@@ -309,7 +352,7 @@ impl Run<'_> {
         };
         let name = entry.file_name();
         let key = name.to_str().and_then(Key::from_file_name);
-        let Some(key) = key.filter(|_| is_file) else {
+        let Some(key) = key else {
             let what = if is_file {
                 "not a <KEY>.data file"
             } else {
@@ -318,19 +361,39 @@ impl Run<'_> {
             report.foreign.push(finding(path, None, what));
             return Ok(());
         };
+        if !is_file {
+            let mut f = finding(
+                path.clone(),
+                Some(key),
+                "named like a block but not a regular file",
+            );
+            if self.options.repair {
+                f.quarantined = Some(self.quarantine_entry(&path)?);
+                f.repaired = true;
+            }
+            report.not_regular.push(f);
+            return Ok(());
+        }
         let home = self.store.shard().dir(&key);
         if home != dir {
             let detail = format!("belongs in shard directory {home}");
-            report.misplaced.push(finding(path, Some(key), detail));
+            let mut f = finding(path, Some(key), detail);
+            if self.options.repair {
+                self.place_misplaced(&mut f, buf)?;
+            }
+            report.misplaced.push(f);
             return Ok(());
         }
         let verdict = match self.hash_file(&key, &path, buf) {
             Ok(Some(v)) => v,
             Ok(None) => return Ok(()), // deleted meanwhile
             Err(e) => {
-                report
-                    .unreadable
-                    .push(finding(path, Some(key), e.to_string()));
+                let mut f = finding(path, Some(key.clone()), e.to_string());
+                if self.options.repair {
+                    f.quarantined = self.quarantine(&key, buf)?;
+                    f.repaired = f.quarantined.is_some();
+                }
+                report.unreadable.push(f);
                 return Ok(());
             }
         };
@@ -356,6 +419,7 @@ impl Run<'_> {
         let mut f = finding(path, Some(key.clone()), detail);
         if self.options.repair {
             f.quarantined = self.quarantine(&key, buf)?;
+            f.repaired = f.quarantined.is_some();
         }
         list.push(f);
         Ok(())
@@ -407,6 +471,70 @@ impl Run<'_> {
             Check::Mismatch(actual) => Verdict::Corrupt(actual, size),
             Check::Unsupported => Verdict::Unverifiable("unsupported hash function".into()),
         }))
+    }
+
+    /// Moves the entry at `path` (not a counted block: a misplaced copy, or
+    /// something named like a block that is not a file) into the
+    /// quarantine under its own name; returns where it went.
+    fn quarantine_entry(&self, path: &Path) -> Result<PathBuf> {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut n = 0u64;
+        loop {
+            let dest = layout::quarantine_candidate(&self.quarantine, &name, n);
+            match platform::rename_noreplace(path, &dest) {
+                Ok(()) => {
+                    if self.store.durable() {
+                        for dir in [path.parent(), Some(self.quarantine.as_path())]
+                            .into_iter()
+                            .flatten()
+                        {
+                            platform::sync_dir(dir).map_err(|e| Error::io("fsync", dir, e))?;
+                        }
+                    }
+                    return Ok(dest);
+                }
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => n += 1,
+                Err(e) => return Err(Error::io("rename", path, e)),
+            }
+        }
+    }
+
+    /// Repairs a misplaced copy: an intact copy of a block its shard
+    /// directory lacks is moved there; any other copy is quarantined.
+    fn place_misplaced(&self, f: &mut Finding, buf: &mut [u8]) -> Result<()> {
+        let key = f.key.clone().expect("a misplaced file has a key");
+        let verdict = self.hash_file(&key, &f.path, buf);
+        let intact = match verdict {
+            Ok(None) => return Ok(()), // gone meanwhile
+            Ok(Some(Verdict::Ok(size))) => Some(size),
+            Ok(Some(Verdict::Unverifiable(_))) => return Ok(()),
+            _ => None,
+        };
+        if let Some(size) = intact {
+            if self.store.size(&key)?.is_none() {
+                if self.store.publish(&f.path, &key, size)? == Published::Written {
+                    if self.store.durable() {
+                        self.store.sync_shard_dir(&key)?;
+                        if let Some(dir) = f.path.parent() {
+                            platform::sync_dir(dir).map_err(|e| Error::io("fsync", dir, e))?;
+                        }
+                    }
+                    f.detail = format!("{}; moved into it", f.detail);
+                }
+                // Else the block appeared meanwhile and the copy was removed.
+                f.repaired = true;
+                return Ok(());
+            }
+            f.detail = format!("{}; a duplicate of the stored block", f.detail);
+        } else {
+            f.detail = format!("{}; damaged or unreadable", f.detail);
+        }
+        f.quarantined = Some(self.quarantine_entry(&f.path)?);
+        f.repaired = true;
+        Ok(())
     }
 
     /// Moves the damaged block into the quarantine; returns where it went.

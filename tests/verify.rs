@@ -146,7 +146,21 @@ fn finds_and_repairs(durability: Durability) {
     assert_eq!(fs::read(&q_corrupt).unwrap(), damaged);
     assert_eq!(fs::read(&q_empty).unwrap(), b"");
     assert!(!corrupt_path.exists() && !empty_path.exists());
-    assert!(misplaced_path.exists() && odd_path.exists());
+    // The misplaced copy duplicates a stored block: it is quarantined too,
+    // and the stored block is untouched.
+    let q_misplaced = q.join(format!("{misplaced_key}.data"));
+    assert_eq!(
+        repaired.misplaced[0].quarantined.as_ref(),
+        Some(&q_misplaced)
+    );
+    assert!(repaired.misplaced[0].repaired);
+    assert!(!misplaced_path.exists());
+    assert_eq!(fs::read(&q_misplaced).unwrap(), misplaced_data);
+    assert_eq!(
+        store.get_block(&misplaced_cid).unwrap(),
+        Some(misplaced_data.clone())
+    );
+    assert!(odd_path.exists());
     assert!(shard_dir.join("notes.txt").exists());
     assert!(!store.has_block(&corrupt_cid).unwrap());
     assert!(!store.has_block(&empty_cid).unwrap());
@@ -164,10 +178,10 @@ fn finds_and_repairs(durability: Durability) {
     let again = store.verify(&VerifyOptions::new().repair(true)).unwrap();
     assert!(again.corrupt.is_empty() && again.empty.is_empty());
     assert_eq!(again.ok, blocks.len() as u64 - 2);
-    assert_eq!(again.problems(), 4);
+    assert_eq!(again.problems(), 3);
+    assert_eq!(again.damage().count(), 0);
     // Once they are cleared away by hand, the store is clean, and the
     // damaged blocks can be stored again.
-    fs::remove_file(&misplaced_path).unwrap();
     fs::remove_file(shard_dir.join("notes.txt")).unwrap();
     fs::remove_dir(shard_dir.join("subdir")).unwrap();
     store.delete(&odd).unwrap();
