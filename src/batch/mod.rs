@@ -6,7 +6,7 @@ mod record;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs;
-use std::io::{ErrorKind, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -193,21 +193,8 @@ impl Flight {
 
 impl Batch {
     pub(crate) fn new(store: Store) -> Result<Batch> {
-        let temp = store.layout().temp.clone();
-        let pid = std::process::id();
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let mut n = 0u32;
-        let dir = loop {
-            let dir = temp.join(format!("batch-{pid}-{nanos:x}-{n}"));
-            match platform::create_dir(&dir) {
-                Ok(()) => break dir,
-                Err(e) if e.kind() == ErrorKind::AlreadyExists => n += 1,
-                Err(e) => return Err(Error::io("create directory", dir, e)),
-            }
-        };
+        let dir = store.temp_path("batch");
+        platform::create_dir(&dir).ctx("create directory", &dir)?;
         let cap = store.inner.options.batch_memory;
         Ok(Batch {
             store,

@@ -42,6 +42,22 @@ pub fn say(line: &str) {
     out.flush().unwrap();
 }
 
+/// Waits (in the child) until the parent sends a line with [`tell`];
+/// returns it.
+pub fn hear() -> String {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).unwrap();
+    line.trim_end().to_string()
+}
+
+/// Sends `line` to the child's [`hear`].
+pub fn tell(child: &mut Child, line: &str) {
+    use std::io::Write;
+    let stdin = child.stdin.as_mut().expect("child stdin piped");
+    writeln!(stdin, "{line}").unwrap();
+    stdin.flush().unwrap();
+}
+
 /// Lines a child says with [`say`], with the instant each arrived.
 pub struct Lines(Receiver<(Instant, String)>);
 

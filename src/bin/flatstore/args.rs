@@ -135,9 +135,14 @@ pub enum Command {
         #[arg(long)]
         repair: bool,
     },
-    /// Move every block to a new shard function, in place.
+    /// Move every block to a new shard function, in place. Takes the store
+    /// exclusively: fails at once while other writers have it open (naming
+    /// their process ids), unless --wait is given.
     Reshard {
         /// The new shard function, e.g. prefix/3.
         spec: String,
+        /// Wait up to SECS seconds for other writers to close.
+        #[arg(long, value_name = "SECS")]
+        wait: Option<u64>,
     },
 }

@@ -78,7 +78,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Import { files, max_frame } => done(ctx.import(&files, max_frame)),
         Command::Export { root, file } => done(ctx.export(&root, &file)),
         Command::Verify { repair } => done(ctx.verify(repair)),
-        Command::Reshard { spec } => done(ctx.reshard(&spec)),
+        Command::Reshard { spec, wait } => done(ctx.reshard(&spec, wait)),
     }
 }
 
@@ -479,7 +479,14 @@ impl Ctx {
 
     fn stat(&self) -> Result<()> {
         let store = self.open_read()?;
-        let s = store.stats();
+        let mut s = store.stats();
+        if s.accuracy != flatstore::Accuracy::Exact {
+            // After a crash (or for a store another program wrote) the
+            // figures are the last known ones: count the blocks now, so
+            // `stat` says what is there (still approximate while other
+            // writers are open).
+            s = store.recount()?;
+        }
         self.say(
             format_args!(
                 "repo      {}\nshard     {}\nblocks    {}\nbytes     {}\naccuracy  {:?}",
@@ -749,9 +756,14 @@ impl Ctx {
         Err(Reported(msg).into())
     }
 
-    fn reshard(&self, spec: &str) -> Result<()> {
+    fn reshard(&self, spec: &str, wait: Option<u64>) -> Result<()> {
         let shard: Shard = spec.parse()?;
-        let mut store = self.open(false)?;
+        self.check_repo_path()?;
+        let mut options = Options::default().durability(self.durability).create(false);
+        if let Some(secs) = wait {
+            options = options.lock_wait(std::time::Duration::from_secs(secs));
+        }
+        let mut store = self.opened(Store::open(&self.repo, options))?;
         let total = store.stats().blocks;
         let pb = progress::counted(total, "blocks");
         pb.set_message(format!("resharding to {shard}"));

@@ -82,6 +82,8 @@ fn library_kind(e: &Error) -> &'static str {
         Error::NoStore { .. } => "no_store",
         Error::Locked { .. } => "locked",
         Error::Busy => "busy",
+        Error::ReshardFailed { .. } => "reshard_failed",
+        Error::CountersNotSaved { .. } => "counters_not_saved",
         Error::NeedsRecovery { .. } => "needs_recovery",
         Error::ReadOnly => "read_only",
         Error::HashMismatch { .. } => "hash_mismatch",
