@@ -4,9 +4,9 @@
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Condvar, Mutex};
-use std::thread;
 use std::time::Duration;
 
+use crate::backoff::Backoff;
 use crate::platform;
 
 /// A counting semaphore on open files. Taking and giving back a slot is one
@@ -84,25 +84,23 @@ impl Drop for Permit<'_> {
 
 /// Runs `op`, retrying with exponential backoff (for up to about 30 s) while
 /// it fails because too many files are open.
-pub(crate) fn retry_nofile<T>(mut op: impl FnMut() -> io::Result<T>) -> io::Result<T> {
-    let mut delay = Duration::from_millis(1);
-    let mut waited = Duration::ZERO;
-    loop {
-        match op() {
-            Err(e) if platform::is_too_many_files(&e) && waited < Duration::from_secs(30) => {
-                thread::sleep(delay);
-                waited += delay;
-                delay = (delay * 2).min(Duration::from_millis(100));
-            }
-            r => return r,
-        }
-    }
+pub(crate) fn retry_nofile<T>(op: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    let backoff = Backoff {
+        first: Duration::from_millis(1),
+        max: Duration::from_millis(100),
+        total: Duration::from_secs(30),
+    };
+    backoff.run(
+        op,
+        |r| matches!(r, Err(e) if platform::is_too_many_files(e)),
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::Arc;
+    use std::thread;
 
     #[test]
     fn gate_caps_concurrency() {

@@ -34,17 +34,29 @@ pub(crate) const LOCK: &str = ".lock";
 /// Where `verify --repair` and `reshard` move damaged or conflicting copies.
 pub(crate) const QUARANTINE: &str = ".quarantine";
 
+/// Creates the directory `dir` unless it exists; returns whether it made it.
+pub(crate) fn ensure_dir(dir: &Path) -> Result<bool> {
+    match platform::create_dir(dir) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(Error::io("create directory", dir, e)),
+    }
+}
+
+/// [`ensure_dir`] for `root/name`, making a new entry durable in `root`
+/// when `durable`; returns the directory's path.
+pub(crate) fn ensure_dir_in(root: &Path, name: &str, durable: bool) -> Result<PathBuf> {
+    let dir = root.join(name);
+    if ensure_dir(&dir)? && durable {
+        platform::sync_dir(root).ctx("fsync", root)?;
+    }
+    Ok(dir)
+}
+
 /// Creates `ROOT/.quarantine/` if it is missing (making its entry in the
 /// root durable when `durable`), and returns its path.
 pub(crate) fn ensure_quarantine(root: &Path, durable: bool) -> Result<PathBuf> {
-    let q = root.join(QUARANTINE);
-    match platform::create_dir(&q) {
-        Ok(()) if durable => platform::sync_dir(root).ctx("fsync", root)?,
-        Ok(()) => {}
-        Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(Error::io("create directory", q, e)),
-    }
-    Ok(q)
+    ensure_dir_in(root, QUARANTINE, durable)
 }
 
 /// The `n`-th name tried for a file `name` moved into the quarantine

@@ -58,6 +58,7 @@
 
 #[cfg(any(feature = "fvm", feature = "blockstore"))]
 pub mod adapters;
+mod backoff;
 mod batch;
 mod block;
 pub mod car;
@@ -77,6 +78,7 @@ mod options;
 mod owner;
 mod platform;
 mod pool;
+mod publish;
 mod recovery;
 mod reshard;
 mod shard;

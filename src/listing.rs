@@ -145,7 +145,12 @@ pub(crate) fn walk_totals(layout: &Layout, stop: &AtomicBool) -> Option<(i64, i6
                     return;
                 };
                 let (mut blocks, mut bytes) = (0i64, 0i64);
-                for entry in rd.flatten() {
+                for entry in rd {
+                    // An entry that cannot be read makes the totals inexact.
+                    let Ok(entry) = entry else {
+                        failed.store(true, Ordering::Relaxed);
+                        return;
+                    };
                     let name = entry.file_name();
                     if name
                         .to_str()
@@ -154,10 +159,17 @@ pub(crate) fn walk_totals(layout: &Layout, stop: &AtomicBool) -> Option<(i64, i6
                     {
                         continue;
                     }
-                    if let Ok(m) = entry.metadata() {
-                        if m.is_file() {
+                    match entry.metadata() {
+                        Ok(m) if m.is_file() => {
                             blocks += 1;
                             bytes += m.len() as i64;
+                        }
+                        Ok(_) => {}
+                        // Deleted during the walk: a change the recount sees.
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(_) => {
+                            failed.store(true, Ordering::Relaxed);
+                            return;
                         }
                     }
                 }

@@ -32,7 +32,9 @@ use std::fs::{File, OpenOptions};
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::backoff::Backoff;
 
 use crate::error::{Error, IoContext, Result};
 use crate::layout::{LOCK, TEMP};
@@ -96,21 +98,13 @@ fn locked(root: &Path, path: &Path) -> Error {
 }
 
 /// Polls `attempt` until it succeeds or `wait` has passed.
-fn retry_for(wait: Option<Duration>, mut attempt: impl FnMut() -> Result<bool>) -> Result<bool> {
-    let deadline = wait.map(|w| Instant::now() + w);
-    let mut delay = Duration::from_millis(10);
-    loop {
-        if attempt()? {
-            return Ok(true);
-        }
-        match deadline {
-            Some(d) if Instant::now() < d => {
-                std::thread::sleep(delay.min(d - Instant::now()));
-                delay = (delay * 2).min(Duration::from_millis(200));
-            }
-            _ => return Ok(false),
-        }
-    }
+fn retry_for(wait: Option<Duration>, attempt: impl FnMut() -> Result<bool>) -> Result<bool> {
+    let backoff = Backoff {
+        first: Duration::from_millis(10),
+        max: Duration::from_millis(200),
+        total: wait.unwrap_or(Duration::ZERO),
+    };
+    backoff.run(attempt, |r| matches!(r, Ok(false)))
 }
 
 /// Takes the store lock for a read-write handle: byte 0 shared. Fails with

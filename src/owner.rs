@@ -35,6 +35,9 @@ use crate::platform;
 
 /// Prefix of owner files in `.temp/`.
 const OWNER: &str = "owner-";
+/// Prefix of an owner file being made: created and locked under this name,
+/// then renamed, so a probe never meets an owner file not yet locked.
+const PENDING: &str = "newowner-";
 
 #[derive(Default)]
 struct State {
@@ -119,12 +122,21 @@ impl Owner {
             for _ in 0..16 {
                 let token = new_token();
                 let path = owner_path(temp, &token);
-                let file = platform::create_new(&path).ctx("create", &path)?;
-                // Another process's recovery may have taken the file for a
-                // dead writer's between the create and the lock (and
-                // removed it): then this file is not ours to keep.
-                let locked = platform::lock_byte(&file, 0, true, false).ctx("lock", &path)?;
-                if locked && platform::same_file(&file, &path).unwrap_or(false) {
+                let pending = temp.join(format!("{PENDING}{token}"));
+                let file = platform::create_new(&pending).ctx("create", &pending)?;
+                // Another open's cleanup may take a pending file for a dead
+                // one between the create and the lock (and remove it): then
+                // the rename fails and another token is tried.
+                let locked = platform::lock_byte(&file, 0, true, false).ctx("lock", &pending)?;
+                if !locked {
+                    continue;
+                }
+                match platform::rename_noreplace(&pending, &path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                    Err(e) => return Err(Error::io("rename", &pending, e)),
+                }
+                if platform::same_file(&file, &path).unwrap_or(false) {
                     st.own.insert(token.clone());
                     return Ok(Owner {
                         token,
@@ -259,6 +271,26 @@ pub(crate) fn probe(temp: &Path, token: &str, claim: bool) -> Result<Liveness> {
             path,
             file: Some(file),
         })))
+    })
+}
+
+/// Whether `path`, an owner file still being made (`newowner-…`), was
+/// left by a writer that died making it (nobody holds its lock).
+pub(crate) fn pending_is_dead(path: &Path) -> Result<bool> {
+    let is_pending = path
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with(PENDING));
+    if !is_pending {
+        return Ok(true);
+    }
+    with_state(|_| {
+        let file = match OpenOptions::new().read(true).write(true).open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
+            Err(e) if e.kind() == ErrorKind::PermissionDenied => return Ok(false),
+            Err(e) => return Err(Error::io("open", path, e)),
+        };
+        platform::lock_byte(&file, 0, true, false).ctx("lock", path)
     })
 }
 

@@ -211,7 +211,16 @@ pub(crate) fn recover(
         found.dead_writers += 1;
     }
     if !listing.untagged.is_empty() {
-        lock.with_recovery(|| listing.untagged.iter().try_for_each(|e| clean(store, e)))??;
+        lock.with_recovery(|| {
+            listing.untagged.iter().try_for_each(|e| {
+                // An owner file being made by a live writer is not a leftover.
+                if owner::pending_is_dead(&e.path)? {
+                    clean(store, e)
+                } else {
+                    Ok(())
+                }
+            })
+        })??;
     }
     Ok(found)
 }

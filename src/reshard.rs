@@ -140,12 +140,8 @@ pub(crate) fn run(
             let src = dir_path.join(&name);
             let dest_dir = root.join(&new_dir);
             let dest = dest_dir.join(&name);
-            match platform::create_dir(&dest_dir) {
-                Ok(()) => {
-                    touched.insert(String::new()); // the root gained an entry
-                }
-                Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(Error::io("create directory", dest_dir, e)),
+            if layout::ensure_dir(&dest_dir)? {
+                touched.insert(String::new()); // the root gained an entry
             }
             match platform::rename_noreplace(&src, &dest) {
                 Ok(()) => summary.moved += 1,

@@ -18,6 +18,7 @@ use crate::options::{Durability, Options};
 use crate::owner::Owner;
 use crate::platform;
 use crate::pool::WriterPool;
+pub(crate) use crate::publish::{write_file, Published};
 use crate::recovery;
 use crate::reshard::{self, ReshardSummary};
 use crate::shard::Shard;
@@ -63,7 +64,7 @@ pub(crate) struct Inner {
     pub(crate) gate: FileGate,
     temp_seq: AtomicU64,
     /// Shard directories whose own entry in the root is known to be durable.
-    durable_dirs: Mutex<HashSet<String>>,
+    pub(crate) durable_dirs: Mutex<HashSet<String>>,
     pool: OnceLock<WriterPool>,
     recount: Mutex<Option<Recount>>,
     closed: AtomicBool,
@@ -123,13 +124,6 @@ impl Seek for BlockReader {
     fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
         self.file.seek(pos)
     }
-}
-
-/// Whether a publish wrote the block or found it already present.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Published {
-    Written,
-    AlreadyPresent,
 }
 
 impl Store {
@@ -193,13 +187,7 @@ impl Store {
             let usage = Arc::new(Usage::from_cache(usage::read_cache(&layout)));
             return Ok(Store::from_parts(layout, options, usage, None));
         }
-        let temp = root.join(layout::TEMP);
-        match platform::create_dir(&temp) {
-            Ok(()) if durable => platform::sync_dir(&root).ctx("fsync", &root)?,
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(Error::io("create directory", &temp, e)),
-        }
+        let temp = layout::ensure_dir_in(&root, layout::TEMP, durable)?;
         let lock = Arc::new(crate::lock::acquire_writer(&root, options.lock_wait)?);
         let owner = Owner::register(&temp)?;
         let resharded = recovery::finish_reshard(&root, &lock, durable)?;
@@ -328,16 +316,22 @@ impl Store {
     /// likewise. Readers never see a partial block.
     ///
     /// # Durability
-    /// Under [`Durability::Fsync`] the file, its shard directory and (for a new
-    /// shard directory) the root are fsynced before this returns.
+    /// Under [`Durability::Fsync`] the block under `key` (this put's, or the
+    /// one already present, which another writer may not have made durable
+    /// yet, or which was written under [`Durability::None`]), its shard
+    /// directory and (for a shard directory new to this handle) the root
+    /// are fsynced before this returns.
     ///
     /// # Errors
     /// [`Error::ReadOnly`], or [`Error::Io`] naming the file (a full disk, for
-    /// example); the store is unchanged and no temp file is left behind.
+    /// example). An error before the block is renamed into place leaves the
+    /// store unchanged and no temp file behind; an error after it (an fsync
+    /// of the shard directory) leaves the block present, and counted, but
+    /// perhaps not durable.
     pub fn put(&self, key: &Key, data: &[u8]) -> Result<()> {
         self.check_writable()?;
         if self.size(key)?.is_some() {
-            return Ok(());
+            return self.make_present_durable(key);
         }
         self.put_with(key, |f| {
             platform::write_all(f, data).map(|()| data.len() as u64)
@@ -367,8 +361,10 @@ impl Store {
         let size = write_file(&tmp, fill, self.durable())?;
         match self.publish(&tmp, key, size) {
             Ok(p) => {
-                if p == Published::Written && self.durable() {
-                    self.sync_shard_dir(key)?;
+                match p {
+                    Published::Written if self.durable() => self.sync_shard_dir(key)?,
+                    Published::AlreadyPresent => self.make_present_durable(key)?,
+                    Published::Written => {}
                 }
                 Ok((size, p))
             }
@@ -379,6 +375,25 @@ impl Store {
         }
     }
 
+    /// Under Fsync, makes a block found present durable: its file and its
+    /// directory entry (another writer may have renamed it in without its
+    /// fsync yet, or written it under `Durability::None`). A block deleted
+    /// meanwhile needs nothing.
+    fn make_present_durable(&self, key: &Key) -> Result<()> {
+        if !self.durable() {
+            return Ok(());
+        }
+        let path = self.inner.layout.block_path(key);
+        {
+            let _permit = self.inner.gate.acquire();
+            match self.open_block(&path)? {
+                Some(f) => platform::sync_file(&f).ctx("fsync", &path)?,
+                None => return Ok(()),
+            }
+        }
+        self.sync_shard_dir(key)
+    }
+
     /// A fresh path in `.temp/` for a single operation.
     ///
     /// The name, `<kind>-<token>-<n>`, is unique across processes and tells
@@ -387,180 +402,6 @@ impl Store {
         let n = self.inner.temp_seq.fetch_add(1, Ordering::Relaxed);
         let token = self.inner.writer.as_ref().map_or("0.0", |w| &w.token);
         self.inner.layout.temp.join(format!("{kind}-{token}-{n}"))
-    }
-
-    /// Renames a complete file at `from` into `key`'s place without replacing,
-    /// creating the shard directory if needed, and counts it. The caller
-    /// fsyncs the shard directory when durability asks for it. When the key
-    /// is already present, `from` is removed.
-    pub(crate) fn publish(&self, from: &Path, key: &Key, size: u64) -> Result<Published> {
-        let dest = self.inner.layout.block_path(key);
-        let mut created_dir = false;
-        loop {
-            match platform::rename_noreplace(from, &dest) {
-                Ok(()) => {
-                    self.inner.usage.add(1, size as i64);
-                    return Ok(Published::Written);
-                }
-                Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                    platform::remove_file(from).ctx("remove", from)?;
-                    return Ok(Published::AlreadyPresent);
-                }
-                Err(e) if e.kind() == ErrorKind::NotFound && !created_dir => {
-                    self.create_shard_dir(key)?;
-                    created_dir = true;
-                }
-                Err(e) => return Err(Error::io("rename", dest, e)),
-            }
-        }
-    }
-
-    /// Publishes the staged file `from` as `key` in place of a stored block
-    /// (a batch's `delete A, put A`). Returns whether a block was replaced,
-    /// and how `from` was published.
-    ///
-    /// Where names can be swapped atomically (Linux), readers of `key` see
-    /// the old block or the new one, never neither: `from` gets a second
-    /// name beside it, that name is swapped with the block's, and the old
-    /// block, now under the second name, is removed. `from` itself is
-    /// removed only once the new block is in place, so a crash at any step
-    /// leaves `from` for the batch's recovery to publish again (swapping two
-    /// names of one file changes nothing). Elsewhere, the old block is
-    /// deleted and `from` published, and a reader can find the key absent
-    /// in between.
-    pub(crate) fn replace_block(
-        &self,
-        from: &Path,
-        key: &Key,
-        size: u64,
-    ) -> Result<(bool, Published)> {
-        if platform::exchange_supported() {
-            if let Some(done) = self.swap_in(from, key, size)? {
-                return Ok(done);
-            }
-        }
-        let replaced = self.delete_unsynced(key)?;
-        Ok((replaced, self.publish(from, key, size)?))
-    }
-
-    /// [`replace_block`](Store::replace_block) by a swap of names; `None`
-    /// if this filesystem cannot (nothing changed).
-    fn swap_in(&self, from: &Path, key: &Key, size: u64) -> Result<Option<(bool, Published)>> {
-        let dest = self.inner.layout.block_path(key);
-        let second = from.with_extension("swap");
-        let remove_second = || match platform::remove_file(&second) {
-            Err(e) if e.kind() != ErrorKind::NotFound => Err(Error::io("remove", &second, e)),
-            _ => Ok(()),
-        };
-        // Left by an interrupted try (recovery); it may hold an old block.
-        remove_second()?;
-        // A filesystem without hard links (or any failure to make one):
-        // the other way is as correct, only not atomic for readers.
-        if platform::hard_link(from, &second).is_err() {
-            return Ok(None);
-        }
-        match platform::exchange(&second, &dest) {
-            Ok(true) => {
-                // `second` now holds the replaced block.
-                let old = fs::metadata(&second).map(|m| m.len()).unwrap_or(0);
-                self.inner.usage.add(0, size as i64 - old as i64);
-                platform::remove_file(from).ctx("remove", from)?;
-                remove_second()?;
-                Ok(Some((true, Published::Written)))
-            }
-            Ok(false) => {
-                remove_second()?;
-                Ok(None)
-            }
-            // No stored block (or no shard directory) to replace.
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                remove_second()?;
-                Ok(Some((false, self.publish(from, key, size)?)))
-            }
-            Err(e) => Err(Error::io("swap", dest, e)),
-        }
-    }
-
-    /// Creates `key`'s shard directory if missing; under Fsync, makes its
-    /// entry in the root durable.
-    fn create_shard_dir(&self, key: &Key) -> Result<()> {
-        let dir = self.inner.layout.shard_dir(key);
-        match platform::create_dir(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(Error::io("create directory", dir, e)),
-        }
-        Ok(())
-    }
-
-    /// Creates the named shard directories that are missing; under Fsync,
-    /// makes the root durable once if any was created.
-    pub(crate) fn create_shard_dirs(&self, names: impl IntoIterator<Item = String>) -> Result<()> {
-        let names: Vec<String> = names.into_iter().collect();
-        let mut created = false;
-        for name in &names {
-            let dir = self.inner.layout.shard_dir_named(name);
-            match platform::create_dir(&dir) {
-                Ok(()) => created = true,
-                Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(Error::io("create directory", dir, e)),
-            }
-        }
-        if created && self.durable() {
-            self.sync_root_for(&names)?;
-        }
-        Ok(())
-    }
-
-    /// Fsyncs `key`'s shard directory, and the root the first time this
-    /// handle touches that directory (its entry in the root may be new).
-    pub(crate) fn sync_shard_dir(&self, key: &Key) -> Result<()> {
-        let name = self.inner.layout.shard.dir(key);
-        self.sync_shard_dir_named(&name)
-    }
-
-    pub(crate) fn sync_shard_dir_named(&self, name: &str) -> Result<()> {
-        self.sync_shard_dir_only(name)?;
-        self.ensure_dir_entries_durable(std::slice::from_ref(&name))
-    }
-
-    /// Fsyncs the named shard directory, and nothing else.
-    pub(crate) fn sync_shard_dir_only(&self, name: &str) -> Result<()> {
-        let dir = self.inner.layout.shard_dir_named(name);
-        retry_nofile(|| platform::sync_dir(&dir)).ctx("fsync", &dir)
-    }
-
-    /// Fsyncs the root once if any of the named shard directories is one
-    /// this handle has not made durable yet: its entry in the root may be
-    /// new (created by another thread that has not fsynced the root yet, or
-    /// by an earlier process without fsync).
-    pub(crate) fn ensure_dir_entries_durable<S: AsRef<str>>(&self, names: &[S]) -> Result<()> {
-        let unknown = {
-            let known = self
-                .inner
-                .durable_dirs
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            names.iter().any(|n| !known.contains(n.as_ref()))
-        };
-        if unknown {
-            self.sync_root_for(names)?;
-        }
-        Ok(())
-    }
-
-    /// Fsyncs the root, after which the named shard directories' entries in
-    /// it are durable, and remembers them so.
-    fn sync_root_for<S: AsRef<str>>(&self, names: &[S]) -> Result<()> {
-        let root = &self.inner.layout.root;
-        retry_nofile(|| platform::sync_dir(root)).ctx("fsync", root)?;
-        let mut known = self
-            .inner
-            .durable_dirs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        known.extend(names.iter().map(|n| n.as_ref().to_string()));
-        Ok(())
     }
 
     /// Reads the whole block, or `None` if it is absent.
@@ -652,50 +493,6 @@ impl Store {
             self.sync_shard_dir(key)?;
         }
         Ok(deleted)
-    }
-
-    /// Deletes without fsync; returns whether the block existed.
-    ///
-    /// The block is first renamed into `.temp/` (only one of several racing
-    /// deleters succeeds), so its size is counted exactly once.
-    pub(crate) fn delete_unsynced(&self, key: &Key) -> Result<bool> {
-        let path = self.inner.layout.block_path(key);
-        let trash = self.temp_path("del");
-        let _permit = self.inner.gate.acquire();
-        match platform::rename_replace(&path, &trash) {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(Error::io("delete", path, e)),
-        }
-        let size = fs::metadata(&trash).map(|m| m.len()).unwrap_or(0);
-        self.inner.usage.add(-1, -(size as i64));
-        platform::remove_file(&trash).ctx("remove", &trash)?;
-        Ok(true)
-    }
-
-    /// Moves `key`'s block file out of the store to `dest` (a path inside
-    /// the root, on the same filesystem) without replacing anything there,
-    /// and counts it out of the counters. Returns the size moved, or `None`
-    /// if the block is absent. Under Fsync both directories are fsynced.
-    /// For `verify --repair`, which quarantines damaged blocks.
-    pub(crate) fn move_block_out(&self, key: &Key, dest: &Path) -> Result<Option<u64>> {
-        self.check_writable()?;
-        let path = self.inner.layout.block_path(key);
-        let _permit = self.inner.gate.acquire();
-        match platform::rename_noreplace(&path, dest) {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::io("rename", path, e)),
-        }
-        let size = fs::metadata(dest).map(|m| m.len()).unwrap_or(0);
-        self.inner.usage.add(-1, -(size as i64));
-        if self.durable() {
-            self.sync_shard_dir(key)?;
-            if let Some(dir) = dest.parent() {
-                platform::sync_dir(dir).ctx("fsync", dir)?;
-            }
-        }
-        Ok(Some(size))
     }
 
     /// Streams the keys of every block, one shard directory at a time (the
@@ -844,7 +641,7 @@ impl Store {
         );
         let downgraded = writer.lock.downgrade();
         match &result {
-            Ok(s) => {
+            Ok(_) => {
                 inner.layout.shard = new;
                 inner
                     .durable_dirs
@@ -852,11 +649,10 @@ impl Store {
                     .unwrap_or_else(|e| e.into_inner())
                     .clear();
                 downgraded?;
-                if s.duplicates_removed + s.conflicts_quarantined > 0 || recount.is_some() {
-                    // Counts changed (duplicates went away) or were being recomputed.
-                    drop(recount);
-                    self.counters_changed()?;
-                }
+                // Duplicates that went away, conflicts quarantined, a recount
+                // stopped: recount (in the background) rather than trust.
+                drop(recount);
+                self.counters_changed()?;
             }
             Err(_) => {
                 inner.poisoned.store(true, Ordering::Relaxed);
@@ -933,27 +729,6 @@ impl Drop for Inner {
     fn drop(&mut self) {
         let _ = self.shutdown();
     }
-}
-
-/// Writes a new file at `path` with `fill`, fsyncing it when `durable`.
-/// On failure the file is removed.
-pub(crate) fn write_file(
-    path: &Path,
-    fill: impl FnOnce(&mut File) -> io::Result<u64>,
-    durable: bool,
-) -> Result<u64> {
-    let mut f = retry_nofile(|| platform::create_new(path)).ctx("create", path)?;
-    let result = fill(&mut f).ctx("write", path).and_then(|n| {
-        if durable {
-            platform::sync_file(&f).ctx("fsync", path)?;
-        }
-        Ok(n)
-    });
-    drop(f);
-    if result.is_err() {
-        let _ = platform::remove_file(path);
-    }
-    result
 }
 
 /// Refuses to create a store in a non-empty directory that is not one. The

@@ -287,6 +287,12 @@ impl Store {
                 .try_reduce(VerifyReport::default, |a, b| Ok(a.merge(b)))
         })?;
         report.sort();
+        if report.damage().any(|f| f.repaired) {
+            // A damaged copy's size on disk need not be the size it was
+            // counted with (a truncated block), and misplaced copies moved
+            // home were never counted: recount rather than claim Exact.
+            self.counters_changed()?;
+        }
         Ok(report)
     }
 }

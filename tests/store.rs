@@ -44,7 +44,9 @@ fn counters_survive_clean_close() {
     let cache = fs::read_to_string(root.join("diskUsage.cache")).unwrap();
     assert_eq!(
         cache,
-        format!("{{\"diskUsage\":{bytes},\"accuracy\":\"initial-exact\",\"blocks\":39}}")
+        format!(
+            "{{\"diskUsage\":{bytes},\"accuracy\":\"initial-exact\",\"blocks\":39,\"generation\":0}}"
+        )
     );
     let store = Store::open(&root, Options::default()).unwrap();
     let s = store.stats();
@@ -52,8 +54,15 @@ fn counters_survive_clean_close() {
         (s.blocks, s.bytes, s.accuracy),
         (39, bytes, Accuracy::Exact)
     );
-    // While open read-write, the cache is gone, so a crash is noticed.
-    assert!(!root.join("diskUsage.cache").exists());
+    // While open read-write the cache stays (a crash is noticed by the
+    // writer's owner file instead), and a second writer sees it exact too
+    // only while the first is not open.
+    assert!(root.join("diskUsage.cache").exists());
+    assert_eq!(common::owner_files(&root).len(), 1);
+    let second = Store::open(&root, Options::default()).unwrap();
+    assert_eq!(second.stats().accuracy, Accuracy::Approximate);
+    drop(store);
+    assert_eq!(second.stats().accuracy, Accuracy::Exact);
 }
 
 #[test]
@@ -73,29 +82,46 @@ fn counters_recomputed_without_cache() {
 }
 
 #[test]
-fn second_open_in_process_is_locked_until_dropped() {
+fn handles_in_one_process_share_and_reshard_needs_the_only_one() {
     let dir = tempdir();
     let root = dir.path().join("s");
     let store = Store::open(&root, Options::default()).unwrap();
+    // Writers share, in one process as across processes.
+    let second = Store::open(&root, Options::default()).unwrap();
+    let reader = Store::open(&root, Options::default().read_only(true)).unwrap();
+    second.put(&Key::new("CIQSHARED").unwrap(), b"x").unwrap();
+    assert_eq!(
+        store
+            .get(&Key::new("CIQSHARED").unwrap())
+            .unwrap()
+            .as_deref(),
+        Some(&b"x"[..])
+    );
+    assert_eq!(
+        reader
+            .get(&Key::new("CIQSHARED").unwrap())
+            .unwrap()
+            .as_deref(),
+        Some(&b"x"[..])
+    );
+    drop(reader);
+    // Exclusive work needs the only read-write handle of the store here.
+    let mut store = store;
+    let target: Shard = "prefix/2".parse().unwrap();
     assert!(matches!(
-        Store::open(&root, Options::default()),
-        Err(Error::Locked { .. })
+        store.reshard(target, &mut |_| {}),
+        Err(Error::Busy)
     ));
+    let batch = second.batch().unwrap();
+    drop(second);
+    // The batch keeps its store open.
     assert!(matches!(
-        Store::open(&root, Options::default().read_only(true)),
-        Err(Error::Locked { .. })
-    ));
-    let clone = store.clone();
-    let batch = store.batch().unwrap();
-    drop(store);
-    drop(clone);
-    // The batch keeps the store open.
-    assert!(matches!(
-        Store::open(&root, Options::default()),
-        Err(Error::Locked { .. })
+        store.reshard(target, &mut |_| {}),
+        Err(Error::Busy)
     ));
     drop(batch);
-    Store::open(&root, Options::default()).unwrap();
+    store.reshard(target, &mut |_| {}).unwrap();
+    assert_eq!(store.shard(), target);
 }
 
 #[test]
@@ -113,11 +139,11 @@ fn read_only_refuses_writes_and_shares() {
     assert!(matches!(a.put(&key, b"y"), Err(Error::ReadOnly)));
     assert!(matches!(a.delete(&key), Err(Error::ReadOnly)));
     assert!(matches!(a.batch(), Err(Error::ReadOnly)));
-    assert!(matches!(
-        Store::open(&root, Options::default()),
-        Err(Error::Locked { .. })
-    ));
-    drop((a, b));
+    // Readers never keep a writer out.
+    let w = Store::open(&root, Options::default()).unwrap();
+    w.put(&Key::new("CIQRW").unwrap(), b"y").unwrap();
+    assert_eq!(a.get(&Key::new("CIQRW").unwrap()).unwrap().unwrap(), b"y");
+    drop((a, b, w));
     assert!(matches!(
         Store::open(
             dir.path().join("missing"),

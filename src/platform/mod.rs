@@ -9,7 +9,6 @@ use std::io;
 use std::path::Path;
 
 use crate::fault::{hit, FaultKind};
-use std::thread;
 use std::time::Duration;
 
 #[cfg(unix)]
@@ -205,17 +204,11 @@ pub(crate) fn is_sharing_conflict(e: &io::Error) -> bool {
 
 /// Runs `op`, retrying with exponential backoff (about 2 s in all) while it
 /// fails with a sharing conflict.
-pub(crate) fn retry_shared<T>(mut op: impl FnMut() -> io::Result<T>) -> io::Result<T> {
-    let mut delay = Duration::from_micros(500);
-    let mut waited = Duration::ZERO;
-    loop {
-        match op() {
-            Err(e) if is_sharing_conflict(&e) && waited < Duration::from_secs(2) => {
-                thread::sleep(delay);
-                waited += delay;
-                delay = (delay * 2).min(Duration::from_millis(200));
-            }
-            r => return r,
-        }
-    }
+pub(crate) fn retry_shared<T>(op: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    let backoff = crate::backoff::Backoff {
+        first: Duration::from_micros(500),
+        max: Duration::from_millis(200),
+        total: Duration::from_secs(2),
+    };
+    backoff.run(op, |r| matches!(r, Err(e) if is_sharing_conflict(e)))
 }
