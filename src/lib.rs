@@ -83,7 +83,7 @@ mod store;
 mod usage;
 mod verify;
 
-pub use batch::{Batch, CommitSummary};
+pub use batch::{Batch, BatchKeys, CommitSummary};
 pub use block::{check_block, is_identity};
 pub use car::{
     CarReader, CarWriter, ExportProgress, ExportSummary, ImportOptions, ImportProgress,
