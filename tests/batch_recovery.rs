@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use common::child::{self, spawn};
 use common::{block, key_of, temp_entries, tempdir, tree};
-use flatstore::{Durability, Error, Key, Options, Store};
+use flatstore::{Durability, Error, Options, Store};
 
 /// A store whose one committed batch of `blocks` failed after its commit
 /// point (a file stands where one block's shard directory must be): the
@@ -64,6 +64,7 @@ fn snapshot(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
         .collect()
 }
 
+#[cfg(unix)]
 /// The first staged entry of the staging directory: (its shard directory, its path).
 fn a_staged_entry(staging: &Path) -> (PathBuf, PathBuf) {
     let shard = fs::read_dir(staging.join("b"))
@@ -71,7 +72,12 @@ fn a_staged_entry(staging: &Path) -> (PathBuf, PathBuf) {
         .map(|e| e.unwrap().path())
         .find(|p| fs::read_dir(p).unwrap().next().is_some())
         .unwrap();
-    let entry = fs::read_dir(&shard).unwrap().next().unwrap().unwrap().path();
+    let entry = fs::read_dir(&shard)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     (shard, entry)
 }
 
@@ -99,7 +105,11 @@ fn unreadable_record_refuses_the_open_and_leaves_the_batch_untouched() {
             matches!(&err, Error::CorruptCommitRecord { path, .. } if path == &record),
             "{what}: {err}"
         );
-        assert_eq!(snapshot(&root), before, "{what}: the open changed something");
+        assert_eq!(
+            snapshot(&root),
+            before,
+            "{what}: the open changed something"
+        );
     }
     // With its record back, the batch is finished whole.
     fs::write(&record, &good).unwrap();
@@ -161,7 +171,11 @@ fn a_staged_symlink_or_directory_refuses_the_open_and_nothing_is_followed() {
         let before = snapshot(&root);
         let err = Store::open(&root, Options::default()).unwrap_err();
         assert!(matches!(err, Error::BadStoreEntry { .. }), "{what}: {err}");
-        assert_eq!(snapshot(&root), before, "{what}: the open changed something");
+        assert_eq!(
+            snapshot(&root),
+            before,
+            "{what}: the open changed something"
+        );
         assert_eq!(fs::read(&outside).unwrap(), b"not the store's", "{what}");
         unplant();
     }
@@ -235,5 +249,4 @@ fn a_kill_in_the_middle_of_publishing_a_large_batch_is_finished_by_the_next_open
     }
     let s = common::wait_exact(&store);
     assert_eq!((s.blocks, s.bytes), (LARGE, LARGE * 64));
-    let _ = Key::new("A");
 }
