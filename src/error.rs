@@ -112,10 +112,16 @@ pub enum Error {
     #[error("store is open read-only")]
     ReadOnly,
 
-    /// A batch was used after an earlier operation on it failed; it can only be
-    /// discarded (or dropped), and its commit will fail.
-    #[error("batch failed earlier: {0}")]
-    BatchFailed(String),
+    /// A batch was used after an earlier operation on it failed (a
+    /// background write, for example); it can only be discarded (or
+    /// dropped), and its commit fails without making anything visible.
+    /// [`io_kind`](Error::io_kind) sees through to the first failure's kind.
+    #[error("batch failed earlier: {source}")]
+    BatchFailed {
+        /// The first failure (shared by every later call that reports it).
+        #[source]
+        source: std::sync::Arc<Error>,
+    },
 
     /// The data does not hash to the multihash of the CID (or key) it was given for.
     #[error("hash mismatch for {cid}: the data hashes to {actual}")]
@@ -274,10 +280,13 @@ impl Error {
     }
 
     /// The underlying I/O error kind, if this is an I/O error ([`Error::Io`]
-    /// or [`Error::CarWrite`]).
+    /// or [`Error::CarWrite`]) or reports one ([`Error::BatchFailed`] and
+    /// [`Error::CountersNotSaved`], through their source).
     pub fn io_kind(&self) -> Option<io::ErrorKind> {
         match self {
             Error::Io { source, .. } | Error::CarWrite { source, .. } => Some(source.kind()),
+            Error::BatchFailed { source } => source.io_kind(),
+            Error::CountersNotSaved { source, .. } => source.io_kind(),
             _ => None,
         }
     }

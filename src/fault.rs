@@ -45,6 +45,16 @@ mod plan {
         seen: HashMap<FaultKind, u64>,
         error: io::ErrorKind,
         fired: bool,
+        /// A second fault, counted from the instant the first one fired.
+        then: Option<Then>,
+    }
+
+    struct Then {
+        kind: FaultKind,
+        nth: u64,
+        seen: u64,
+        error: io::ErrorKind,
+        fired: bool,
     }
 
     static PLAN: Mutex<Option<Plan>> = Mutex::new(None);
@@ -61,7 +71,23 @@ mod plan {
             seen: HashMap::new(),
             error,
             fired: false,
+            then: None,
         });
+    }
+
+    /// Adds a second fault to the plan made by [`inject`]: once the first
+    /// fault has fired, the `nth` call of `kind` after it fails with
+    /// `error` (for example, in the cleanup that follows the first failure).
+    pub fn then_inject(kind: FaultKind, nth: u64, error: io::ErrorKind) {
+        if let Some(p) = plan().as_mut() {
+            p.then = Some(Then {
+                kind,
+                nth,
+                seen: 0,
+                error,
+                fired: false,
+            });
+        }
     }
 
     /// From now on, count the calls of every kind, failing none.
@@ -79,9 +105,17 @@ mod plan {
             .unwrap_or(0)
     }
 
-    /// Removes the plan; returns whether its fault fired.
+    /// Removes the plan; returns whether its (first) fault fired.
     pub fn clear() -> bool {
-        plan().take().is_some_and(|p| p.fired)
+        clear_both().0
+    }
+
+    /// Removes the plan; returns whether its first fault fired, and
+    /// whether the second one ([`then_inject`]) did.
+    pub fn clear_both() -> (bool, bool) {
+        plan().take().map_or((false, false), |p| {
+            (p.fired, p.then.is_some_and(|t| t.fired))
+        })
     }
 
     pub(crate) fn hit(kind: FaultKind) -> io::Result<()> {
@@ -91,6 +125,19 @@ mod plan {
         };
         let seen = p.seen.entry(kind).or_insert(0);
         *seen += 1;
+        if p.fired {
+            if let Some(t) = p.then.as_mut().filter(|t| t.kind == kind) {
+                t.seen += 1;
+                if t.seen == t.nth {
+                    t.fired = true;
+                    return Err(io::Error::new(
+                        t.error,
+                        format!("injected second {kind:?} fault #{}", t.nth),
+                    ));
+                }
+            }
+            return Ok(());
+        }
         if p.kind == kind && *seen == p.nth {
             p.fired = true;
             return Err(io::Error::new(
@@ -103,7 +150,7 @@ mod plan {
 }
 
 #[cfg(feature = "fault-injection")]
-pub use plan::{calls, clear, count_calls, inject};
+pub use plan::{calls, clear, clear_both, count_calls, inject, then_inject};
 
 #[cfg(feature = "fault-injection")]
 mod recount_hold {

@@ -87,7 +87,7 @@ pub mod unixfs;
 mod usage;
 mod verify;
 
-pub use batch::{Batch, CommitSummary};
+pub use batch::{Batch, BatchKeys, CommitSummary};
 pub use block::{check_block, is_identity, CheckedReader, PutOutcome};
 pub use car::{
     CarReader, CarWriter, ExportProgress, ExportSummary, ImportOptions, ImportProgress,

@@ -161,6 +161,68 @@ fn error_for(kind: FaultKind, n: u64) -> ErrorKind {
     }
 }
 
+/// Commits a batch of `new` puts and 3 deletes of `base` blocks with the
+/// fault `first` (and `second` after it), then checks the store: the puts
+/// and the deletes all or nothing, nothing acknowledged lost. Returns
+/// whether each fault fired.
+fn batch_trial(
+    base: &Blocks,
+    new: Blocks,
+    first: (FaultKind, u64),
+    second: Option<(FaultKind, u64)>,
+) -> (bool, bool) {
+    let (_dir, root) = base_dir(base);
+    let store = reopen(&root, opts());
+    let deleted: Vec<Key> = base.keys().take(3).cloned().collect();
+    let (kind, n) = first;
+    fault::inject(kind, n, error_for(kind, n));
+    if let Some((k2, m)) = second {
+        fault::then_inject(k2, m, error_for(k2, m));
+    }
+    let ok = (|| {
+        let Ok(b) = store.batch() else { return false };
+        for (k, d) in &new {
+            if b.put(k, d).is_err() {
+                return false;
+            }
+        }
+        for k in &deleted {
+            // A staged write that failed in the background fails the
+            // batch's later calls too.
+            if b.delete(k).is_err() {
+                return false;
+            }
+        }
+        b.commit().is_ok()
+    })();
+    let fired = fault::clear_both();
+    drop(store);
+    let what = match second {
+        None => format!("batch {kind:?}#{n}"),
+        Some((k2, m)) => format!("batch {kind:?}#{n} then {k2:?}#{m}"),
+    };
+    let mut must: Blocks = base
+        .iter()
+        .filter(|(k, _)| !deleted.contains(k))
+        .map(|(k, d)| (k.clone(), d.clone()))
+        .collect();
+    if ok {
+        must.extend(new.clone());
+    }
+    let gone = if ok { deleted.clone() } else { vec![] };
+    let all = check(&root, &must, &gone, &new, &what);
+    // The deletes went with the puts.
+    let store = Store::open(&root, opts()).unwrap();
+    for k in &deleted {
+        assert_eq!(
+            store.has(k).unwrap(),
+            !all,
+            "{what}: deletes not applied with the puts"
+        );
+    }
+    fired
+}
+
 struct Tally {
     faults: u64,
 }
@@ -223,48 +285,33 @@ fn every_failing_call_leaves_a_consistent_store() {
 
     // batch: puts and deletes, committed under a fault.
     tally.enumerate("batch", |kind, n| {
-        let (_dir, root) = base_dir(&base);
-        let store = reopen(&root, opts());
-        let new = blocks(3, 20);
-        let deleted: Vec<Key> = base.keys().take(3).cloned().collect();
-        let (fired, ok) = with_fault(kind, n, || {
-            let Ok(b) = store.batch() else { return false };
-            for (k, d) in &new {
-                if b.put(k, d).is_err() {
-                    return false;
+        batch_trial(&base, blocks(3, 20), (kind, n), None).0
+    });
+
+    // batch, two faults: the first fails the commit (after its commit
+    // record, among others), the second hits what follows it, the cleanup
+    // of the staging directory in particular: its record must go first and
+    // durably, so that a cleanup cut short never leaves a record with only
+    // part of its batch. Every pair ends all or nothing.
+    let mut pairs = 0;
+    tally.enumerate("batch-cleanup", |kind, n| {
+        let mut fired = false;
+        // The cleanup removes the record (Unlink #1), makes that durable
+        // (SyncDir #1), then the staging shard directories and the rest.
+        for (second, most) in [(FaultKind::Unlink, 4), (FaultKind::SyncDir, 2)] {
+            for m in 1..=most {
+                let (first, then) = batch_trial(&base, blocks(8, 6), (kind, n), Some((second, m)));
+                fired |= first;
+                if !then {
+                    break;
                 }
+                pairs += 1;
             }
-            for k in &deleted {
-                // A staged write that failed in the background fails the
-                // batch's later calls too.
-                if b.delete(k).is_err() {
-                    return false;
-                }
-            }
-            b.commit().is_ok()
-        });
-        drop(store);
-        let mut must: Blocks = base
-            .iter()
-            .filter(|(k, _)| !deleted.contains(k))
-            .map(|(k, d)| (k.clone(), d.clone()))
-            .collect();
-        if ok {
-            must.extend(new.clone());
-        }
-        let gone = if ok { deleted.clone() } else { vec![] };
-        let all = check(&root, &must, &gone, &new, &format!("batch {kind:?}#{n}"));
-        // The deletes went with the puts.
-        let store = Store::open(&root, opts()).unwrap();
-        for k in &deleted {
-            assert_eq!(
-                store.has(k).unwrap(),
-                !all,
-                "batch {kind:?}#{n}: deletes not applied with the puts"
-            );
         }
         fired
     });
+    eprintln!("two-fault trials: {pairs}");
+    assert!(pairs > 50, "only {pairs} two-fault trials");
 
     // replace: `delete A, put A` in a batch swaps in the new A. A is stored
     // damaged; after any fault and a reopen, A is the damaged copy if the

@@ -23,9 +23,8 @@ fn is_enospc(e: &Error) -> bool {
     match e {
         Error::Io { source, .. } => source.raw_os_error() == Some(libc::ENOSPC),
         Error::CountersNotSaved { source, .. } => is_enospc(source),
-        Error::BatchFailed(msg) => {
-            msg.contains("No space left on device") || msg.contains("os error 28")
-        }
+        // A failed background write keeps its error as the source.
+        Error::BatchFailed { source } => is_enospc(source),
         _ => false,
     }
 }

@@ -1,5 +1,5 @@
-//! A batch of 2 GiB, and the import of a 1 GiB CAR, run in bounded memory
-//! (Linux: peak RSS from /proc).
+//! A batch of 2 GiB, a batch of a million tiny blocks, and the import of a
+//! 1 GiB CAR, run in bounded memory (Linux: peak RSS from /proc).
 #![cfg(target_os = "linux")]
 
 mod common;
@@ -60,6 +60,97 @@ fn two_gib_batch_stays_under_100_mib() {
     assert_eq!(got.len(), 1 << 20);
     assert_eq!(&got[..4], &2047u32.to_le_bytes());
     assert_eq!(store.stats().bytes, 2048 << 20);
+}
+
+/// Blocks of the tiny-block batch.
+const TINY: u64 = 1_000_000;
+
+/// The `i`-th tiny block: 64 bytes.
+fn tiny(i: u64) -> Vec<u8> {
+    let mut d = common::block(i, 64);
+    d[..8].copy_from_slice(&i.to_le_bytes());
+    d
+}
+
+/// Child: stages and commits one batch of [`TINY`] blocks of 64 B, and
+/// reports its peak RSS.
+#[test]
+#[ignore = "child process entry point"]
+fn child_tiny_batch() {
+    let Some(root) = child::arg() else { return };
+    let store = Store::open(&root, Options::default().durability(Durability::None)).unwrap();
+    let batch = store.batch().unwrap();
+    for i in 0..TINY {
+        let d = tiny(i);
+        batch.put(&common::key_of(&d), &d).unwrap();
+    }
+    // Read-your-writes and the streamed listing, at this size too.
+    let d = tiny(TINY / 2);
+    assert_eq!(batch.get(&common::key_of(&d)).unwrap(), Some(d));
+    let listed = batch
+        .keys()
+        .try_fold(0u64, |n, k| k.map(|_| n + 1))
+        .unwrap();
+    assert_eq!(listed, TINY);
+    let s = batch.commit().unwrap();
+    assert_eq!((s.written, s.bytes), (TINY, TINY * 64));
+    child::say(&format!("rss {}", peak_rss_kib()));
+}
+
+/// A directory for `files` small files: a tmpfs (`/dev/shm`) if it has the
+/// inodes and a page per file, else the default temp directory if it has
+/// the inodes (removing a million files is much faster on a tmpfs than on a
+/// disk mounted with `discard`).
+fn roomy_tempdir(files: u64) -> tempfile::TempDir {
+    // (free inodes, free bytes) of the filesystem holding `p`.
+    let room = |p: &std::path::Path| -> (u64, u64) {
+        let Ok(c) = std::ffi::CString::new(p.to_string_lossy().as_bytes()) else {
+            return (0, 0);
+        };
+        // SAFETY: a valid C string, and a zeroed struct for the call to fill.
+        unsafe {
+            let mut s: libc::statvfs = std::mem::zeroed();
+            if libc::statvfs(c.as_ptr(), &mut s) != 0 {
+                return (0, 0);
+            }
+            (s.f_favail as u64, s.f_bavail as u64 * s.f_frsize as u64)
+        }
+    };
+    let want = files + files / 4;
+    let shm = std::path::Path::new("/dev/shm");
+    let (inodes, bytes) = room(shm);
+    if inodes >= want && bytes >= want * 4096 {
+        return tempfile::Builder::new()
+            .prefix("flatstore-test-")
+            .tempdir_in(shm)
+            .unwrap();
+    }
+    let default = std::env::temp_dir();
+    assert!(
+        room(&default).0 >= want,
+        "neither /dev/shm nor {} has {want} free inodes",
+        default.display()
+    );
+    common::tempdir()
+}
+
+#[test]
+fn million_block_batch_stays_under_64_mib() {
+    let dir = roomy_tempdir(TINY);
+    let root = dir.path().join("s");
+    let kib = child_peak_rss_kib("child_tiny_batch", &root);
+    eprintln!(
+        "peak RSS of a batch of {TINY} blocks of 64 B: {} MiB",
+        kib / 1024
+    );
+    assert!(kib < 64 * 1024, "peak RSS {kib} KiB");
+    let store = Store::open(&root, Options::default()).unwrap();
+    assert_eq!(store.stats().blocks, TINY);
+    for i in [0, TINY / 3, TINY - 1] {
+        let d = tiny(i);
+        assert_eq!(store.get(&common::key_of(&d)).unwrap(), Some(d));
+    }
+    assert!(common::temp_entries(&root).is_empty());
 }
 
 /// Blocks of the generated CAR: 1,024 raw blocks of 1 MiB.

@@ -104,7 +104,12 @@ fn commit_while_another_handle_holds_a_staged_file() {
     batch.put(&key, &data).unwrap();
     assert_eq!(batch.get(&key).unwrap().unwrap(), data);
     // Wait for the staged file, then hold it open the way a scanner would.
-    let staged = batch.staging_dir().join("0");
+    // Staged as `b/<shard directory>/<KEY>` in the staging directory.
+    let staged = batch
+        .staging_dir()
+        .join("b")
+        .join(store.shard().dir(&key))
+        .join(key.as_str());
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let holder = loop {
         if let Ok(f) = open_without_share_delete(&staged) {

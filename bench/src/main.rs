@@ -13,6 +13,7 @@
 mod car;
 mod child;
 mod data;
+mod huge;
 mod plan;
 mod report;
 mod subjects;
@@ -54,6 +55,11 @@ embedded peers (LMDB via heed, redb, fjall, cacache) on workloads W1-W8
 
 USAGE (from the repository root):
     cargo run --release --manifest-path bench/Cargo.toml -- [OPTIONS]
+    cargo run --release --manifest-path bench/Cargo.toml -- w9 --dir DIR \
+        --blocks N [--durability none|fsync]
+                       W9: one batch of N blocks of 64 B in DIR (a tmpfs with
+                       enough inodes, or ext4): staging, commit, and the
+                       reopen after a kill mid-publish, timed, with peak RSS
 
 OPTIONS:
     --smoke            tiny sizes, 2 runs, writes nothing (a few seconds)
@@ -161,6 +167,12 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("__child") {
         return child::main(&args[1..]);
+    }
+    if args.first().map(String::as_str) == Some("__w9") {
+        return huge::child(&args[1..]);
+    }
+    if args.first().map(String::as_str) == Some("w9") {
+        return huge::run(&args[1..]);
     }
     let Some(config) = parse_args(args)? else {
         return Ok(());

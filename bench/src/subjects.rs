@@ -112,7 +112,9 @@ pub trait Reader {
 
 pub fn all() -> Vec<Box<dyn Subject>> {
     vec![
-        Box::new(Floor),
+        Box::new(Floor(1)),
+        Box::new(Floor(2)),
+        Box::new(Floor(4)),
         Box::new(Flat(None)),
         Box::new(Flat(Some(1))),
         Box::new(Flat(Some(2))),
@@ -258,7 +260,8 @@ impl Reader for FlatReader<'_> {
 /// The bare system calls a flat-filesystem store cannot avoid, with `std`
 /// alone and no bookkeeping: the same `<root>/<next-to-last/2>/<KEY>.data`
 /// layout as flatstore.
-pub struct Floor;
+/// With `.0` threads (the variants `floor`, `floor-t2`, `floor-t4`).
+pub struct Floor(pub usize);
 
 /// `next-to-last/2` of a key of at least three characters.
 fn floor_shard(key: &str) -> &str {
@@ -340,63 +343,102 @@ fn floor_rename(paths: &mut FloorPaths, tmp: &str, key: &str) -> Result<bool> {
 
 impl Subject for Floor {
     fn name(&self) -> &'static str {
-        "floor"
+        match self.0 {
+            1 => "floor",
+            2 => "floor-t2",
+            4 => "floor-t4",
+            _ => "floor-t?",
+        }
     }
 
     fn import(&self, dir: &Path, blocks: &Blocks, sync: Sync) -> Result<()> {
-        let temp = dir.join("tmp");
-        fs::create_dir_all(&temp)?;
-        let mut paths = FloorPaths::new(dir)?;
-        let temp = FloorPaths::new(&temp)?.root;
-        let mut tmp = String::with_capacity(temp.len() + 24);
-        let mut touched = HashSet::new();
-        let mut created = false;
-        for (i, (key, data)) in blocks.iter().enumerate() {
-            tmp.clear();
-            tmp.push_str(&temp);
-            tmp.push('/');
-            tmp.push_str(&i.to_string());
-            floor_write(&tmp, data, sync)?;
-            created |= floor_rename(&mut paths, &tmp, key.as_str())?;
-            if sync == Sync::On {
-                touched.insert(floor_shard(key.as_str()));
+        let touched = self.per_thread(dir, blocks, |paths, tmp, key, data| {
+            floor_write(tmp, data, sync)?;
+            floor_rename(paths, tmp, key)
+        })?;
+        if sync == Sync::On {
+            let (dirs, created) = touched;
+            for shard in dirs {
+                sync_dir(&dir.join(shard))?;
             }
-        }
-        for shard in touched {
-            sync_dir(&dir.join(shard))?;
-        }
-        if created && sync == Sync::On {
-            sync_dir(dir)?;
+            if created {
+                sync_dir(dir)?;
+            }
         }
         Ok(())
     }
 
     fn put_single(&self, dir: &Path, blocks: &Blocks, sync: Sync) -> Result<Duration> {
-        let temp = dir.join("tmp");
-        fs::create_dir_all(&temp)?;
-        let mut paths = FloorPaths::new(dir)?;
-        let temp = FloorPaths::new(&temp)?.root;
-        let mut tmp = String::with_capacity(temp.len() + 24);
         let start = Instant::now();
-        for (i, (key, data)) in blocks.iter().enumerate() {
-            tmp.clear();
-            tmp.push_str(&temp);
-            tmp.push('/');
-            tmp.push_str(&i.to_string());
-            floor_write(&tmp, data, sync)?;
-            let created = floor_rename(&mut paths, &tmp, key.as_str())?;
+        self.per_thread(dir, blocks, |paths, tmp, key, data| {
+            floor_write(tmp, data, sync)?;
+            let created = floor_rename(paths, tmp, key)?;
             if sync == Sync::On {
-                sync_dir(Path::new(&paths.shard(key.as_str())))?;
+                sync_dir(Path::new(&paths.shard(key)))?;
                 if created {
                     sync_dir(dir)?;
                 }
             }
-        }
+            Ok(created)
+        })?;
         Ok(start.elapsed())
     }
 
     fn open_reads(&self, dir: &Path) -> Result<Box<dyn Opened + '_>> {
         Ok(Box::new(FloorOpened(dir.to_path_buf())))
+    }
+}
+
+impl Floor {
+    /// Runs `op(paths, temp name, key, data)` for every block, block `i` on
+    /// thread `i % threads`, each thread with its own temp names; returns
+    /// the shard directories touched and whether `op` created one.
+    fn per_thread(
+        &self,
+        dir: &Path,
+        blocks: &Blocks,
+        op: impl Fn(&mut FloorPaths, &str, &str, &[u8]) -> Result<bool> + std::marker::Sync,
+    ) -> Result<(HashSet<String>, bool)> {
+        let temp = dir.join("tmp");
+        fs::create_dir_all(&temp)?;
+        let temp = FloorPaths::new(&temp)?.root;
+        let threads = self.0.max(1);
+        let work = |w: usize| -> Result<(HashSet<String>, bool)> {
+            let mut paths = FloorPaths::new(dir)?;
+            let mut tmp = String::with_capacity(temp.len() + 24);
+            let mut touched = HashSet::new();
+            let mut created = false;
+            for i in (w..blocks.keys.len()).step_by(threads) {
+                let key = blocks.keys[i].as_str();
+                tmp.clear();
+                tmp.push_str(&temp);
+                tmp.push('/');
+                tmp.push_str(&i.to_string());
+                created |= op(&mut paths, &tmp, key, blocks.block(i))?;
+                if !touched.contains(floor_shard(key)) {
+                    touched.insert(floor_shard(key).to_string());
+                }
+            }
+            Ok((touched, created))
+        };
+        let results: Vec<Result<(HashSet<String>, bool)>> = if threads == 1 {
+            vec![work(0)]
+        } else {
+            std::thread::scope(|s| {
+                let handles: Vec<_> = (0..threads).map(|w| s.spawn(move || work(w))).collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|_| bail!("floor thread panicked")))
+                    .collect()
+            })
+        };
+        let mut all = (HashSet::new(), false);
+        for r in results {
+            let (t, c) = r?;
+            all.0.extend(t);
+            all.1 |= c;
+        }
+        Ok(all)
     }
 }
 

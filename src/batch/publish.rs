@@ -1,225 +1,220 @@
-//! Applying a committed batch's operations to the store: used by
+//! Applying a committed batch to the store: used by
 //! [`Batch::commit`](super::Batch::commit) right after the commit point, and
-//! by recovery at open to roll forward a batch whose commit was interrupted.
+//! by recovery to roll forward a dead writer's committed batch.
+//!
+//! The operations are derived by listing the staging directory, one staging
+//! shard directory at a time (several in parallel), so neither memory nor a
+//! record grows with the batch, and the work is linear in its entries.
 
 use std::collections::HashSet;
-use std::fs;
+use std::io::ErrorKind;
 use std::path::Path;
 use std::sync::Mutex;
 
-use super::record::{self, RecordOp};
-use super::CommitSummary;
-use crate::error::{Error, Result};
+use super::staging::{self, Entries, Kind, ShardDirs};
+use super::{record, CommitSummary};
+use crate::error::{Error, IoContext, Result};
 use crate::platform;
 use crate::store::{Published, Store};
 
-/// Below this many operations a batch is published on the calling thread.
-const PARALLEL_MIN: usize = 2048;
+/// Below this many staged entries a batch is published on the calling thread.
+const PARALLEL_MIN: u64 = 2048;
+/// Shard directory names handed to the store per call when making them exist.
+const DIR_CHUNK: usize = 1024;
 
-/// Publishes every operation of `ops` from staging directory `dir`, makes the
-/// touched shard directories durable (under Fsync), then removes `dir`.
+/// Creates the store's shard directory for every staging shard directory
+/// (under Fsync, their entries in the root are made durable, one root fsync
+/// for all), so that what follows the commit point only renames and
+/// unlinks: running out of inodes, or a file in the way, fails a commit
+/// before it.
+pub(crate) fn ensure_shard_dirs(store: &Store, dir: &Path) -> Result<()> {
+    let mut names = Vec::new();
+    let flush = |names: &mut Vec<String>| -> Result<()> {
+        if names.is_empty() {
+            return Ok(());
+        }
+        store.create_shard_dirs(names.iter().cloned())?;
+        if store.durable() {
+            store.ensure_dir_entries_durable(names)?;
+        }
+        names.clear();
+        Ok(())
+    };
+    for shard in ShardDirs::new(&dir.join(staging::BLOCKS))? {
+        names.push(shard?.0);
+        if names.len() == DIR_CHUNK {
+            flush(&mut names)?;
+        }
+    }
+    flush(&mut names)
+}
+
+/// Publishes every staged entry of the committed staging directory `dir`,
+/// makes the touched shard directories durable (under Fsync), retires the
+/// commit record durably, then removes `dir`.
 ///
-/// Every step is idempotent, so a crash at any point is finished by running
-/// this again: a staged file that is already gone was already published.
-pub(crate) fn apply(
-    store: &Store,
-    dir: &Path,
-    ops: &[RecordOp],
-    recovering: bool,
-) -> Result<CommitSummary> {
-    let threads = if ops.len() < PARALLEL_MIN {
-        1
-    } else {
-        std::thread::available_parallelism()
+/// `entries` is how many entries the batch staged, if known (it chooses
+/// whether to use several threads). Every step is idempotent, so a crash at
+/// any point is finished by running this again: a staged file that is gone
+/// was already published.
+pub(crate) fn apply(store: &Store, dir: &Path, entries: Option<u64>) -> Result<CommitSummary> {
+    let blocks = dir.join(staging::BLOCKS);
+    let threads = match entries {
+        Some(n) if n < PARALLEL_MIN => 1,
+        _ => std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2)
-            .clamp(2, 4)
+            .clamp(2, 4),
     };
-    let chunk = ops.len().div_ceil(threads).max(1);
-    let results: Vec<Result<(CommitSummary, HashSet<String>)>> = if threads == 1 {
-        vec![apply_chunk(store, dir, ops, recovering)]
+    let listing = Mutex::new(ShardDirs::new(&blocks)?);
+    let work = || -> Result<CommitSummary> {
+        let mut summary = CommitSummary::default();
+        loop {
+            let next = listing.lock().unwrap_or_else(|e| e.into_inner()).next();
+            let Some(shard) = next else {
+                return Ok(summary);
+            };
+            let (name, path) = shard?;
+            summary.merge(&apply_shard(store, &name, &path)?);
+        }
+    };
+    let results: Vec<Result<CommitSummary>> = if threads == 1 {
+        vec![work()]
     } else {
         std::thread::scope(|s| {
-            let handles: Vec<_> = ops
-                .chunks(chunk)
-                .map(|c| s.spawn(move || apply_chunk(store, dir, c, recovering)))
-                .collect();
+            let handles: Vec<_> = (0..threads).map(|_| s.spawn(work)).collect();
             handles
                 .into_iter()
                 .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(Error::BatchFailed("publisher panicked".into())))
+                    h.join().unwrap_or_else(|_| {
+                        Err(Error::io(
+                            "publish",
+                            dir,
+                            std::io::Error::other("a publishing thread panicked"),
+                        ))
+                    })
                 })
                 .collect()
         })
     };
     let mut summary = CommitSummary::default();
-    let mut dirs = HashSet::new();
     for r in results {
-        let (s, d) = r?;
-        summary.merge(&s);
-        dirs.extend(d);
+        summary.merge(&r?);
     }
-    if store.durable() {
-        sync_dirs(store, dirs)?;
-    }
-    retire_record(store, dir, ops)?;
-    platform::remove_dir_all(dir).map_err(|e| Error::io("remove", dir, e))?;
+    staging::remove(dir, store.durable())?;
     Ok(summary)
 }
 
-/// Removes the commit record before the rest of the staging directory, so
-/// that a batch whose publication is complete is never rolled forward again.
-///
-/// Replaying a finished batch's deletes would be wrong: a put of the same
-/// key that returned after the commit would be deleted at the next open.
-/// `remove_dir_all` removes entries in no particular order, so a crash during
-/// it could leave the record behind; removed first, it cannot. Under `Fsync`,
-/// a batch with deletes also makes the record's removal durable before the
-/// commit returns (a power cut must not bring the record back). Replaying
-/// publishes is harmless (they never replace), so a batch of puts alone
-/// skips that fsync.
-fn retire_record(store: &Store, dir: &Path, ops: &[RecordOp]) -> Result<()> {
-    let rec = dir.join(record::RECORD);
-    match platform::remove_file(&rec) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(Error::io("remove", rec, e)),
-    }
-    let deletes = ops.iter().any(|op| {
-        matches!(
-            op,
-            RecordOp::Delete { .. } | RecordOp::Put { replace: true, .. }
-        )
-    });
-    if store.durable() && deletes {
-        platform::sync_dir(dir).map_err(|e| Error::io("fsync", dir, e))?;
-    }
-    Ok(())
-}
-
-fn apply_chunk(
-    store: &Store,
-    dir: &Path,
-    ops: &[RecordOp],
-    recovering: bool,
-) -> Result<(CommitSummary, HashSet<String>)> {
+/// Publishes the entries of one staging shard directory, then fsyncs the
+/// store directories it touched (normally the one of the same name).
+fn apply_shard(store: &Store, name: &str, path: &Path) -> Result<CommitSummary> {
     let mut summary = CommitSummary::default();
-    let mut dirs = HashSet::new();
+    let mut same = false;
+    let mut other: HashSet<String> = HashSet::new();
     let shard = store.shard();
-    let mut staged = dir.to_path_buf();
-    for op in ops {
-        let mut touched = false;
-        match op {
-            RecordOp::Put {
-                seq,
-                size,
-                key,
-                replace,
-            } => {
-                staged.push(seq.to_string());
-                // Recovering: a staged file that is gone was published before the crash.
-                let present = !recovering || fs::symlink_metadata(&staged).is_ok();
-                if present {
-                    let published = if *replace {
-                        let (replaced, published) = store.replace_block(&staged, key, *size)?;
-                        summary.deleted += u64::from(replaced);
-                        published
-                    } else {
-                        store.publish(&staged, key, *size)?
-                    };
-                    match published {
-                        Published::Written => {
-                            summary.written += 1;
-                            summary.bytes += size;
-                        }
-                        Published::AlreadyPresent => summary.already_present += 1,
-                    }
-                    touched = true;
-                }
-                staged.pop();
+    for entry in Entries::new(path)? {
+        let e = entry?;
+        let size = || -> Result<Option<u64>> {
+            match std::fs::symlink_metadata(&e.path) {
+                Ok(m) => Ok(Some(m.len())),
+                // Published and removed by an earlier, interrupted run.
+                Err(err) if err.kind() == ErrorKind::NotFound => Ok(None),
+                Err(err) => Err(Error::io("stat", &e.path, err)),
             }
-            RecordOp::Delete { key } => {
-                if store.delete_unsynced(key)? {
+        };
+        let published = match e.kind {
+            Kind::Swap => continue,
+            Kind::Delete => {
+                if store.delete_unsynced(&e.key)? {
                     summary.deleted += 1;
-                    touched = true;
+                } else {
+                    continue;
                 }
+                None
             }
+            Kind::Put => {
+                let Some(size) = size()? else { continue };
+                Some((store.publish(&e.path, &e.key, size)?, size))
+            }
+            Kind::Replace => {
+                let Some(size) = size()? else { continue };
+                let (replaced, p) = store.replace_block(&e.path, &e.key, size)?;
+                summary.deleted += u64::from(replaced);
+                Some((p, size))
+            }
+        };
+        match published {
+            Some((Published::Written, size)) => {
+                summary.written += 1;
+                summary.bytes += size;
+            }
+            Some((Published::AlreadyPresent, _)) => summary.already_present += 1,
+            None => {}
         }
-        if touched {
-            dirs.insert(shard.dir(op.key()));
+        // Staged under the store's shard function, so normally `name`; a
+        // different one only if the store was resharded meanwhile.
+        let dir = shard.dir(&e.key);
+        if dir == name {
+            same = true;
+        } else {
+            other.insert(dir);
         }
     }
-    Ok((summary, dirs))
-}
-
-/// Fsyncs each shard directory once (in parallel), then the root once if
-/// any directory's own entry may be new.
-fn sync_dirs(store: &Store, dirs: HashSet<String>) -> Result<()> {
-    let dirs: Vec<String> = dirs.into_iter().collect();
-    sync_each_dir(store, &dirs)?;
-    store.ensure_dir_entries_durable(&dirs)
-}
-
-fn sync_each_dir(store: &Store, dirs: &[String]) -> Result<()> {
-    if dirs.len() <= 2 {
-        return dirs.iter().try_for_each(|d| store.sync_shard_dir_only(d));
-    }
-    let next = Mutex::new(dirs.iter());
-    let first_error = Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..dirs.len().min(16) {
-            s.spawn(|| loop {
-                let Some(d) = next.lock().unwrap_or_else(|e| e.into_inner()).next() else {
-                    return;
-                };
-                if let Err(e) = store.sync_shard_dir_only(d) {
-                    first_error
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .get_or_insert(e);
-                    return;
-                }
-            });
+    if store.durable() {
+        if same {
+            store.sync_shard_dir_named(name)?;
         }
-    });
-    match first_error.into_inner().unwrap_or_else(|e| e.into_inner()) {
-        Some(e) => Err(e),
-        None => Ok(()),
+        for d in &other {
+            store.sync_shard_dir_named(d)?;
+        }
     }
+    Ok(summary)
 }
 
-/// Recovers staging directory `dir` at open: rolled forward if it holds a
-/// complete commit record, removed otherwise.
-pub(crate) fn recover(store: &Store, dir: &Path) -> Result<()> {
-    let rec = dir.join(record::RECORD);
-    let ops = match fs::read(&rec) {
-        Ok(bytes) => record::decode(&bytes),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(Error::io("read", rec, e)),
-    };
-    match ops {
-        Some(ops) => apply(store, dir, &ops, true).map(|_| ()),
-        None => platform::remove_dir_all(dir).map_err(|e| Error::io("remove", dir, e)),
-    }
-}
-
-/// Whether staging directory `dir` holds a complete commit record (for a
-/// read-only open, which must not serve half of a committed batch).
+/// Recovers the dead writer's staging directory `dir`: rolled forward if it
+/// holds a complete commit record, removed otherwise (record first; see
+/// [`staging::remove`]).
 ///
 /// # Errors
-/// [`Error::CorruptCommitRecord`] if there is a record this version cannot read.
-pub(crate) fn committed(dir: &Path) -> Result<bool> {
-    let rec = dir.join(record::RECORD);
-    match fs::read(&rec) {
-        Ok(bytes) => match record::decode(&bytes) {
-            Some(_) => Ok(true),
-            None => Err(Error::CorruptCommitRecord {
-                path: rec,
-                reason: "not a commit record this version can read".into(),
-            }),
-        },
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(Error::io("read", rec, e)),
+/// - [`Error::CorruptCommitRecord`]: a record this version cannot read
+///   (another format version, damage); `dir` is left untouched.
+/// - [`Error::BadStoreEntry`]: `dir` is not a directory, or a committed
+///   `dir` holds a symbolic link, something other than a regular file, or
+///   a name a batch does not write; nothing is changed, nothing followed.
+/// - [`Error::Io`]: the filesystem failed; running this again finishes.
+pub(crate) fn recover(store: &Store, dir: &Path) -> Result<()> {
+    let meta = std::fs::symlink_metadata(dir).ctx("stat", dir)?;
+    if !meta.file_type().is_dir() {
+        return Err(Error::BadStoreEntry {
+            path: dir.to_path_buf(),
+            reason: if meta.file_type().is_symlink() {
+                "is a symbolic link"
+            } else {
+                "is not a directory"
+            },
+        });
     }
+    if !record::committed(dir)? {
+        return staging::remove(dir, store.durable());
+    }
+    staging::validate(dir)?;
+    ensure_shard_dirs(store, dir)?;
+    apply(store, dir, None).map(|_| ())
+}
+
+/// Fsyncs every directory of the staging tree `dir` (its staging shard
+/// directories, `b/`, `dir` itself) and `dir`'s parent: for platforms that
+/// cannot flush a whole filesystem.
+pub(crate) fn sync_tree(dir: &Path) -> Result<()> {
+    let blocks = dir.join(staging::BLOCKS);
+    for shard in ShardDirs::new(&blocks)? {
+        let (_, path) = shard?;
+        platform::sync_dir(&path).ctx("fsync", &path)?;
+    }
+    platform::sync_dir(&blocks).ctx("fsync", &blocks)?;
+    platform::sync_dir(dir).ctx("fsync", dir)?;
+    if let Some(parent) = dir.parent() {
+        platform::sync_dir(parent).ctx("fsync", parent)?;
+    }
+    Ok(())
 }

@@ -1,95 +1,84 @@
-//! The commit record: the list of a batch's final operations, written into
-//! its staging directory at the commit point.
+//! The commit record: the file whose presence is a batch's commit point.
 //!
 //! ```text
-//! flatstore-commit 1
-//! P <staged-file> <size> <KEY>     publish the staged file as KEY (no replace)
-//! R <staged-file> <size> <KEY>     publish the staged file as KEY in place of a stored KEY
-//! D <KEY>                          delete KEY
-//! end <number of operation lines>
+//! flatstore-commit 2
+//! end
 //! ```
-//! The record is written to a temp name, fsynced and renamed into place, so
-//! it is either absent or whole; the `end` line guards against anything else.
+//! It lists no operation: the operations are the staged entries beside it
+//! (see `staging`), so its size does not grow with the batch. It is written
+//! to a temp name, fsynced and renamed into place, so it is either absent or
+//! whole; anything else (another format version, a truncated or damaged
+//! file) is a record this version cannot read, and recovery refuses it.
 
-use crate::key::Key;
+use std::fs;
+use std::io::{ErrorKind, Read};
+use std::path::Path;
+
+use crate::error::{Error, IoContext, Result};
 
 /// Name of the record inside a staging directory.
 pub(crate) const RECORD: &str = "COMMIT";
-const HEADER: &str = "flatstore-commit 1";
+/// The format version this code writes and reads.
+pub(crate) const VERSION: u32 = 2;
+const MAGIC: &str = "flatstore-commit ";
 
-/// One operation of a committed batch.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum RecordOp {
-    /// Publish staged file `seq` (of `size` bytes) as `key`; with `replace`,
-    /// in place of a stored `key` (see `Store::replace_block`).
-    Put {
-        seq: u64,
-        size: u64,
-        key: Key,
-        replace: bool,
-    },
-    /// Delete `key`.
-    Delete { key: Key },
+/// The record's bytes.
+pub(crate) fn encode() -> Vec<u8> {
+    format!("{MAGIC}{VERSION}\nend\n").into_bytes()
 }
 
-impl RecordOp {
-    pub(crate) fn key(&self) -> &Key {
-        match self {
-            RecordOp::Put { key, .. } | RecordOp::Delete { key } => key,
-        }
+/// Checks a record's bytes; the error says why this version cannot read it.
+pub(crate) fn decode(bytes: &[u8]) -> Result<(), String> {
+    let text = std::str::from_utf8(bytes).map_err(|_| "not a commit record (not UTF-8)")?;
+    let (first, rest) = text
+        .split_once('\n')
+        .ok_or("damaged: no complete first line")?;
+    let version = first
+        .strip_prefix(MAGIC)
+        .ok_or("not a commit record (no flatstore-commit header)")?;
+    let version: u32 = version
+        .parse()
+        .map_err(|_| format!("damaged: format version {version:?} is not a number"))?;
+    if version != VERSION {
+        return Err(format!(
+            "format version {version}, and this version of flatstore reads only version {VERSION}"
+        ));
     }
+    if rest != "end\n" {
+        return Err("damaged: incomplete or extra content".into());
+    }
+    Ok(())
 }
 
-pub(crate) fn encode(ops: &[RecordOp]) -> Vec<u8> {
-    use std::fmt::Write;
-    let mut s = String::with_capacity(32 + ops.len() * 80);
-    s.push_str(HEADER);
-    s.push('\n');
-    for op in ops {
-        let _ = match op {
-            RecordOp::Put {
-                seq,
-                size,
-                key,
-                replace,
-            } => writeln!(s, "{} {seq} {size} {key}", if *replace { 'R' } else { 'P' }),
-            RecordOp::Delete { key } => writeln!(s, "D {key}"),
-        };
+/// Whether the staging directory `dir` holds a complete commit record.
+///
+/// # Errors
+/// [`Error::CorruptCommitRecord`] for a record this version cannot read,
+/// [`Error::BadStoreEntry`] if the record is a symbolic link or not a file.
+pub(crate) fn committed(dir: &Path) -> Result<bool> {
+    let path = dir.join(RECORD);
+    let meta = match fs::symlink_metadata(&path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(Error::io("stat", path, e)),
+    };
+    if !meta.file_type().is_file() {
+        return Err(Error::BadStoreEntry {
+            path,
+            reason: if meta.file_type().is_symlink() {
+                "is a symbolic link"
+            } else {
+                "is not a regular file"
+            },
+        });
     }
-    let _ = writeln!(s, "end {}", ops.len());
-    s.into_bytes()
-}
-
-/// Parses a record; `None` if it is not complete and well-formed.
-pub(crate) fn decode(bytes: &[u8]) -> Option<Vec<RecordOp>> {
-    let text = std::str::from_utf8(bytes).ok()?;
-    let mut lines = text.split_terminator('\n');
-    if lines.next()? != HEADER {
-        return None;
-    }
-    let mut ops = Vec::new();
-    for line in lines {
-        let mut f = line.split(' ');
-        match (f.next()?, f.next(), f.next(), f.next(), f.next()) {
-            (kind @ ("P" | "R"), Some(seq), Some(size), Some(key), None) => {
-                ops.push(RecordOp::Put {
-                    seq: seq.parse().ok()?,
-                    size: size.parse().ok()?,
-                    key: Key::new(key).ok()?,
-                    replace: kind == "R",
-                })
-            }
-            ("D", Some(key), None, None, None) => ops.push(RecordOp::Delete {
-                key: Key::new(key).ok()?,
-            }),
-            ("end", Some(n), None, None, None) => {
-                return (n.parse::<usize>().ok()? == ops.len() && text.ends_with('\n'))
-                    .then_some(ops);
-            }
-            _ => return None,
-        }
-    }
-    None
+    // A record is a few bytes: read at most a little more than that.
+    let mut bytes = Vec::new();
+    fs::File::open(&path)
+        .and_then(|f| f.take(4096).read_to_end(&mut bytes))
+        .ctx("read", &path)?;
+    decode(&bytes).map_err(|reason| Error::CorruptCommitRecord { path, reason })?;
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -97,32 +86,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn round_trip_and_truncation() {
-        let k = |s: &str| Key::new(s).unwrap();
-        let ops = vec![
-            RecordOp::Put {
-                seq: 3,
-                size: 10,
-                key: k("AA"),
-                replace: false,
-            },
-            RecordOp::Put {
-                seq: 4,
-                size: 0,
-                key: k("BB"),
-                replace: true,
-            },
-            RecordOp::Delete { key: k("CC") },
-        ];
-        let bytes = encode(&ops);
-        assert_eq!(decode(&bytes).unwrap(), ops);
+    fn round_trip_truncation_and_other_versions() {
+        let bytes = encode();
+        assert_eq!(decode(&bytes), Ok(()));
         for cut in 0..bytes.len() {
             assert!(
-                decode(&bytes[..cut]).is_none(),
+                decode(&bytes[..cut]).is_err(),
                 "prefix of {cut} bytes accepted"
             );
         }
-        assert!(decode(b"flatstore-commit 1\nend 0\n").unwrap().is_empty());
-        assert!(decode(b"flatstore-commit 1\nP 1 2 a\nend 1\n").is_none());
+        let newer = decode(b"flatstore-commit 3\nend\n").unwrap_err();
+        assert!(newer.contains("version 3"), "{newer}");
+        // The previous format, which listed every operation.
+        assert!(decode(b"flatstore-commit 1\nP 0 1 A\nend 1\n").is_err());
+        assert!(decode(b"flatstore-commit 2\nend\nmore\n").is_err());
+        assert!(decode(b"\xff\xfe").is_err());
     }
 }

@@ -185,6 +185,18 @@ pub(crate) fn sync_filesystem(root: &Path) -> io::Result<bool> {
     imp::sync_filesystem(root)
 }
 
+/// Whether [`sync_filesystem`] can flush a whole filesystem here (Linux
+/// `syncfs`), so that a batch need not fsync each staged file on its own.
+pub(crate) fn can_sync_filesystem() -> bool {
+    imp::can_sync_filesystem()
+}
+
+/// Whether fsyncing a directory does anything here ([`sync_dir`] is a no-op
+/// on Windows, whose filesystems journal directory entries themselves).
+pub(crate) fn dirs_need_sync() -> bool {
+    imp::dirs_need_sync()
+}
+
 /// Whether the error means the process (or system) has too many files open.
 pub(crate) fn is_too_many_files(e: &io::Error) -> bool {
     imp::is_too_many_files(e)

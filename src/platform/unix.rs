@@ -188,6 +188,14 @@ pub(super) fn create_new(path: &Path) -> io::Result<File> {
     OpenOptions::new().write(true).create_new(true).open(path)
 }
 
+pub(super) fn can_sync_filesystem() -> bool {
+    cfg!(target_os = "linux")
+}
+
+pub(super) fn dirs_need_sync() -> bool {
+    true
+}
+
 pub(super) fn sync_filesystem(root: &Path) -> io::Result<bool> {
     #[cfg(target_os = "linux")]
     {

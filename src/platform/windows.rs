@@ -182,6 +182,14 @@ pub(super) fn create_new(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
+pub(super) fn can_sync_filesystem() -> bool {
+    false
+}
+
+pub(super) fn dirs_need_sync() -> bool {
+    false
+}
+
 pub(super) fn sync_filesystem(_root: &Path) -> io::Result<bool> {
     Ok(false)
 }

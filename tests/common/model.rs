@@ -360,7 +360,8 @@ impl Runner {
                 let Some((batch, m)) = &self.batches[b as usize % self.batches.len()] else {
                     return;
                 };
-                let keys = batch.keys().expect(&at);
+                let mut keys: Vec<Key> = batch.keys().map(|k| k.expect(&at)).collect();
+                keys.sort();
                 assert_eq!(keys, m.keys(&self.model), "{at}");
             }
             Op::Commit { batch: b } => {
