@@ -44,9 +44,17 @@ use crate::usage::{self, Recount, Stats, Usage};
 /// `Store` is a cheap `Clone + Send + Sync` handle; any number of threads may
 /// use it at once. Writes are content-addressed: the first writer of a key
 /// wins and an existing block is never rewritten (delete it first to replace
-/// it). One process at a time may open a store read-write (an exclusive lock
-/// on `ROOT/.lock`); the lock is released when the last handle (store clone or
-/// batch) is dropped.
+/// it).
+///
+/// Any number of processes may open one store at once, read-write or
+/// read-only, and behave towards each other as threads do: two writers of
+/// one key, in two processes, leave one whole block. Each read-write open
+/// is a writer with an owner file in `.temp/` that it holds locked; an open
+/// recovers only what *dead* writers left, never a live writer's batch.
+/// Read-only opens take no lock and never wait. Only [`reshard`](Store::reshard)
+/// takes the store exclusively. A writer's hold is released when its last
+/// handle (store clone or batch) is dropped; no close of another handle, in
+/// this process or a forked child, can release it early.
 ///
 /// # Errors
 /// Every failure is an [`Error`] naming the key or path involved. Bad input
