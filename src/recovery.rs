@@ -195,15 +195,26 @@ pub(crate) fn recover(
         .chain(listing.owned.keys())
         .cloned()
         .collect();
+    // First find the dead, and refuse what this version cannot read before
+    // anything is changed.
+    let mut dead = Vec::new();
     for token in tokens {
-        let Liveness::Dead(claim) = owner::probe(temp, &token, true)? else {
-            continue;
-        };
-        if found.dead_writers == 0 {
-            lost_counts()?;
+        if let Liveness::Dead(claim) = owner::probe(temp, &token, true)? {
+            let entries = listing.owned.remove(&token).unwrap_or_default();
+            for e in entries.iter().filter(|e| e.staging) {
+                batch::committed(&e.path)?;
+            }
+            dead.push((claim, entries));
         }
-        for e in listing.owned.remove(&token).unwrap_or_default() {
-            clean(store, &e)?;
+    }
+    // A writer whose owner file is gone closed cleanly and folded its
+    // counts; one whose owner file is still there died with them.
+    if dead.iter().any(|(claim, _)| claim.is_some()) {
+        lost_counts()?;
+    }
+    for (claim, entries) in dead {
+        for e in &entries {
+            clean(store, e)?;
         }
         if let Some(dead) = claim {
             dead.finish()?;
