@@ -136,14 +136,14 @@ impl Owner {
                     Err(e) if e.kind() == ErrorKind::NotFound => continue,
                     Err(e) => return Err(Error::io("rename", &pending, e)),
                 }
-                if platform::same_file(&file, &path).unwrap_or(false) {
-                    st.own.insert(token.clone());
-                    return Ok(Owner {
-                        token,
-                        path,
-                        file: Some(file),
-                    });
-                }
+                // Renamed while locked: no cleaner removes a locked owner
+                // file, so the name is ours until this writer retires it.
+                st.own.insert(token.clone());
+                return Ok(Owner {
+                    token,
+                    path,
+                    file: Some(file),
+                });
             }
             Err(Error::io(
                 "lock",

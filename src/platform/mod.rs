@@ -134,11 +134,6 @@ pub(crate) fn file_identity(path: &Path) -> io::Result<String> {
     imp::file_identity(path)
 }
 
-/// Whether the open `file` is the file now named `path` (not a symlink to it).
-pub(crate) fn same_file(file: &File, path: &Path) -> io::Result<bool> {
-    imp::same_file(file, path)
-}
-
 /// Appends up to `len` bytes read from `file` to `buf`, stopping early only
 /// at end of file: one `read` call for a block in the page cache, without
 /// zero-filling the buffer first (Unix) or the read-size probing of

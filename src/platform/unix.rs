@@ -138,12 +138,6 @@ pub(super) fn file_identity(path: &Path) -> io::Result<String> {
     Ok(format!("{}:{}", m.dev(), m.ino()))
 }
 
-pub(super) fn same_file(file: &File, path: &Path) -> io::Result<bool> {
-    use std::os::unix::fs::MetadataExt;
-    let (a, b) = (file.metadata()?, std::fs::symlink_metadata(path)?);
-    Ok(a.dev() == b.dev() && a.ino() == b.ino())
-}
-
 pub(super) fn read_up_to(file: &File, buf: &mut Vec<u8>, len: usize) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let end = buf.len() + len;

@@ -118,27 +118,6 @@ pub(super) fn file_identity(path: &Path) -> io::Result<String> {
     Ok(std::fs::canonicalize(path)?.to_string_lossy().into_owned())
 }
 
-pub(super) fn same_file(file: &File, path: &Path) -> io::Result<bool> {
-    use std::os::windows::io::AsRawHandle;
-    use windows_sys::Win32::Storage::FileSystem::{
-        GetFileInformationByHandle, BY_HANDLE_FILE_INFORMATION,
-    };
-    let info = |f: &File| -> io::Result<(u32, u32, u32)> {
-        // SAFETY: a zeroed struct is valid; the call fills it.
-        let mut i: BY_HANDLE_FILE_INFORMATION = unsafe { std::mem::zeroed() };
-        // SAFETY: a valid handle and a valid out pointer.
-        if unsafe { GetFileInformationByHandle(f.as_raw_handle() as _, &mut i) } == 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok((i.dwVolumeSerialNumber, i.nFileIndexHigh, i.nFileIndexLow))
-    };
-    let other = OpenOptions::new()
-        .read(true)
-        .share_mode(SHARE_ALL)
-        .open(path)?;
-    Ok(info(file)? == info(&other)?)
-}
-
 pub(super) fn read_up_to(file: &File, buf: &mut Vec<u8>, len: usize) -> io::Result<()> {
     use std::io::Read;
     let start = buf.len();
