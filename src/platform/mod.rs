@@ -166,6 +166,19 @@ pub(crate) fn copy_into(reader: &mut dyn std::io::Read, file: &mut File) -> io::
     std::io::copy(reader, file)
 }
 
+/// Makes the data of the existing file at `path` durable (a file written
+/// by somebody else, perhaps not synced yet). `Ok(false)` if it is gone.
+/// Unix: opened read-only and fdatasynced; Windows: `FlushFileBuffers`
+/// needs a handle with write access.
+pub(crate) fn sync_existing(path: &Path) -> io::Result<bool> {
+    let f = match imp::open_for_sync(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    sync_file(&f).map(|()| true)
+}
+
 /// Makes a file's data durable (fdatasync).
 pub(crate) fn sync_file(file: &File) -> io::Result<()> {
     hit(FaultKind::Fsync)?;

@@ -174,6 +174,10 @@ pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+pub(super) fn open_for_sync(path: &Path) -> io::Result<File> {
+    File::open(path)
+}
+
 pub(super) fn open_read(path: &Path) -> io::Result<File> {
     File::open(path)
 }

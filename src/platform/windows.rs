@@ -144,6 +144,15 @@ pub(super) fn sync_dir(_dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+pub(super) fn open_for_sync(path: &Path) -> io::Result<File> {
+    super::retry_shared(|| {
+        OpenOptions::new()
+            .write(true)
+            .share_mode(SHARE_ALL)
+            .open(path)
+    })
+}
+
 pub(super) fn open_read(path: &Path) -> io::Result<File> {
     super::retry_shared(|| {
         OpenOptions::new()
