@@ -73,9 +73,10 @@ pub fn child(args: &[String]) -> Result<()> {
             }
             let staged = t.elapsed();
             println!(
-                "STAGED ns={} hashing_ns={} sink={sink}",
+                "STAGED ns={} hashing_ns={} hwm_kib={} sink={sink}",
                 staged.as_nanos(),
-                hashing.as_nanos()
+                hashing.as_nanos(),
+                sys::status_kib("VmHWM").unwrap_or(0)
             );
             let t = Instant::now();
             let summary = batch.commit()?;
@@ -158,6 +159,10 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut dir: Option<PathBuf> = None;
     let mut n: u64 = 1_000_000;
     let mut durability = "none".to_string();
+    // Only the killed run, killed this long after its commit point (for
+    // sizes where staging twice takes too long): its commit time is then
+    // the time until the kill plus the reopen that finishes it.
+    let mut kill_after: Option<f64> = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = || it.next().with_context(|| format!("{a} needs a value"));
@@ -165,6 +170,7 @@ pub fn run(args: &[String]) -> Result<()> {
             "--dir" => dir = Some(value()?.into()),
             "--blocks" => n = value()?.parse()?,
             "--durability" => durability = value()?.clone(),
+            "--killed-only" => kill_after = Some(value()?.parse()?),
             other => bail!("unknown W9 argument {other:?}"),
         }
     }
@@ -175,22 +181,32 @@ pub fn run(args: &[String]) -> Result<()> {
     eprintln!("W9: {n} blocks of {SIZE} B, durability {durability}, on {fs_name}");
 
     // 1. Stage and commit, to the end.
-    let root = run_dir.join("whole");
-    let out = command("stage", &root, n, &durability)?.output()?;
-    if !out.status.success() {
-        bail!("W9 stage child failed");
+    let (mut stage_ns, mut hash_ns, mut commit_ns, mut hwm) = (0, 0, 0, 0);
+    if kill_after.is_none() {
+        let root = run_dir.join("whole");
+        let out = command("stage", &root, n, &durability)?.output()?;
+        if !out.status.success() {
+            bail!("W9 stage child failed");
+        }
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let staged = text
+            .lines()
+            .find(|l| l.starts_with("STAGED"))
+            .context("no STAGED")?;
+        let committed = text
+            .lines()
+            .find(|l| l.starts_with("COMMITTED"))
+            .context("no COMMITTED")?;
+        (stage_ns, hash_ns) = (
+            field(staged, "ns").unwrap(),
+            field(staged, "hashing_ns").unwrap(),
+        );
+        commit_ns = field(committed, "ns").unwrap();
+        hwm = field(committed, "hwm_kib").unwrap();
+        eprintln!("{staged}\n{committed}");
+        let _ = std::fs::remove_dir_all(&root);
+        sys::sync_all_filesystems();
     }
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let staged = text.lines().find(|l| l.starts_with("STAGED")).context("no STAGED")?;
-    let committed = text
-        .lines()
-        .find(|l| l.starts_with("COMMITTED"))
-        .context("no COMMITTED")?;
-    let (stage_ns, hash_ns) = (field(staged, "ns").unwrap(), field(staged, "hashing_ns").unwrap());
-    let commit_ns = field(committed, "ns").unwrap();
-    let hwm = field(committed, "hwm_kib").unwrap();
-    let _ = std::fs::remove_dir_all(&root);
-    sys::sync_all_filesystems();
 
     // 2. The same, killed in the middle of its publish; then the reopen.
     let root = run_dir.join("killed");
@@ -202,12 +218,32 @@ pub fn run(args: &[String]) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(1));
     }
+    let at_record = t.elapsed();
     // Half-way through the publish, by the first run's commit time.
-    std::thread::sleep(Duration::from_nanos(commit_ns / 2));
+    let wait = match kill_after {
+        Some(s) => Duration::from_secs_f64(s),
+        None => Duration::from_nanos(commit_ns / 2),
+    };
+    std::thread::sleep(wait);
     child.kill()?;
-    child.wait()?;
+    let out = child.wait_with_output()?;
     let until_kill = t.elapsed();
+    if kill_after.is_some() {
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let staged = text
+            .lines()
+            .find(|l| l.starts_with("STAGED"))
+            .context("no STAGED")?;
+        (stage_ns, hash_ns) = (
+            field(staged, "ns").unwrap(),
+            field(staged, "hashing_ns").unwrap(),
+        );
+        hwm = field(staged, "hwm_kib").unwrap();
+        eprintln!("{staged}\nkilled {wait:?} after the commit record appeared");
+    }
+    let _ = at_record;
     let left = staged_left(&root);
+    eprintln!("{left} staged blocks left");
     let out = command("reopen", &root, n, &durability)?.output()?;
     if !out.status.success() {
         bail!("W9 reopen child failed");
@@ -219,15 +255,23 @@ pub fn run(args: &[String]) -> Result<()> {
         .context("no REOPENED")?;
     let reopen_ns = field(reopened, "ns").unwrap();
     let reopen_hwm = field(reopened, "hwm_kib").unwrap();
-    let _ = std::fs::remove_dir_all(&run_dir);
+    eprintln!("{reopened}");
+    if kill_after.is_none() {
+        let _ = std::fs::remove_dir_all(&run_dir);
+    } else {
+        eprintln!("store left in {} (remove it, or remake the filesystem)", run_dir.display());
+    }
     let _ = until_kill;
 
+    let commit = match kill_after {
+        None => secs(commit_ns),
+        Some(s) => format!("killed {s:.0} s after its commit point"),
+    };
     println!(
-        "| W9 | {n} × {SIZE} B | {durability} | {fs_name} | {} ({} with making the keys) | {} | {} MiB | {} (of {n}, {left} left) | {} MiB |",
+        "| W9 | {n} × {SIZE} B | {durability} | {fs_name} | {} ({} with making the keys) | {commit} | {} | {} (of {n}, {left} left) | {} MiB |",
         secs(stage_ns.saturating_sub(hash_ns)),
         secs(stage_ns),
-        secs(commit_ns),
-        hwm / 1024,
+        if hwm > 0 { format!("{} MiB", hwm / 1024) } else { "—".into() },
         secs(reopen_ns),
         reopen_hwm / 1024,
     );

@@ -558,8 +558,11 @@ impl Batch {
         if durable {
             let synced = platform::can_sync_filesystem()
                 && platform::sync_filesystem(&self.dir).ctx("sync", &self.dir)?;
-            if !synced && platform::dirs_need_sync() {
-                publish::sync_tree(&self.dir)?;
+            // Where the filesystem could not be flushed at once, each
+            // staged file (unless its writer fsynced it) and each staging
+            // directory is made durable on its own.
+            if !synced && (platform::dirs_need_sync() || !self.fsync_each) {
+                publish::sync_tree(&self.dir, !self.fsync_each)?;
             }
         }
         layout::write_atomic(&self.dir, record::RECORD, &record::encode(), false, durable)

@@ -203,12 +203,25 @@ pub(crate) fn recover(store: &Store, dir: &Path) -> Result<()> {
 }
 
 /// Fsyncs every directory of the staging tree `dir` (its staging shard
-/// directories, `b/`, `dir` itself) and `dir`'s parent: for platforms that
-/// cannot flush a whole filesystem.
-pub(crate) fn sync_tree(dir: &Path) -> Result<()> {
+/// directories, `b/`, `dir` itself) and `dir`'s parent, and with `files`
+/// every staged file too: for platforms that cannot flush a whole
+/// filesystem at once.
+pub(crate) fn sync_tree(dir: &Path, files: bool) -> Result<()> {
     let blocks = dir.join(staging::BLOCKS);
     for shard in ShardDirs::new(&blocks)? {
         let (_, path) = shard?;
+        if files {
+            for e in Entries::new(&path)? {
+                let e = e?;
+                if matches!(e.kind, Kind::Put | Kind::Replace) {
+                    let f = std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(&e.path)
+                        .ctx("open", &e.path)?;
+                    platform::sync_file(&f).ctx("fsync", &e.path)?;
+                }
+            }
+        }
         platform::sync_dir(&path).ctx("fsync", &path)?;
     }
     platform::sync_dir(&blocks).ctx("fsync", &blocks)?;
