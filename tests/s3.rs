@@ -894,3 +894,65 @@ fn garage_local_store_copied_to_s3_and_back() {
     };
     local_store_round_trip(cluster.client());
 }
+
+/// `n` small blocks through a local store, into `client` under `prefix` and
+/// back into a second local store: the same keys and bytes at each step.
+fn copy_round_trip(client: Arc<dyn ObjectStore>, prefix: &str, n: u64) {
+    let a = common::tempdir();
+    let src = Store::open(a.path(), Options::default()).unwrap();
+    let batch = src.batch().unwrap();
+    let mut want = BTreeMap::new();
+    for i in 0..n {
+        let data = block(500_000 + i, 64 + (i as usize % 200));
+        let key = key_of(&data);
+        batch.put(&key, &data).unwrap();
+        want.insert(key, data);
+    }
+    batch.commit().unwrap();
+
+    let counting = Counting::new(client.clone());
+    let s3 = S3Store::open_with(counting.clone(), prefix, S3Options::new()).unwrap();
+    counting.take();
+    let started = std::time::Instant::now();
+    let up = flatstore::s3::copy_to_s3(&src, &s3).unwrap();
+    let up_time = started.elapsed();
+    let up_requests = counting.take();
+    assert_eq!((up.written, up.already_present), (n, 0));
+    assert_eq!(s3.stats().unwrap().blocks, n);
+    counting.take();
+
+    let b = common::tempdir();
+    let dst = Store::open(b.path(), Options::default()).unwrap();
+    let started = std::time::Instant::now();
+    let down = flatstore::s3::copy_from_s3(&s3, &dst).unwrap();
+    let down_time = started.elapsed();
+    let down_requests = counting.take();
+    assert_eq!(down.written, n);
+    let got: BTreeSet<Key> = dst.keys().map(|k| k.unwrap()).collect();
+    assert_eq!(got, want.keys().cloned().collect::<BTreeSet<_>>());
+    for (k, d) in &want {
+        assert_eq!(dst.get(k).unwrap().as_deref(), Some(&d[..]), "{k}");
+    }
+    // Copying again writes nothing new.
+    let again = flatstore::s3::copy_to_s3(&src, &s3).unwrap();
+    assert_eq!((again.written, again.already_present), (0, n));
+    s3.close().unwrap();
+    eprintln!(
+        "copy of {n} blocks: to S3 in {up_time:?} with {up_requests:?}; \
+         back in {down_time:?} with {down_requests:?}"
+    );
+}
+
+#[test]
+fn in_memory_copy_to_object_storage_and_back() {
+    copy_round_trip(Arc::new(InMemory::new()), "copy", 1000);
+}
+
+#[test]
+fn garage_copy_10000_blocks_to_s3_and_back() {
+    let _g = serial();
+    let Some(cluster) = Cluster::start("garage_copy") else {
+        return;
+    };
+    copy_round_trip(cluster.client(), "copy", 10_000);
+}

@@ -68,7 +68,8 @@ struct State {
 /// `put` uploads the block to a staging object under
 /// `.temp/batch-<WRITER>-<N>/` in the background (at most
 /// [`S3Options::in_flight_bytes`](super::S3Options::in_flight_bytes) of data
-/// in flight; `put` waits beyond that). Within a batch the first `put` of a
+/// and [`S3Options::concurrency`](super::S3Options::concurrency) uploads in
+/// flight; `put` waits beyond that). Within a batch the first `put` of a
 /// key wins, a `delete` hides earlier puts, and `delete A` then `put A`
 /// replaces a stored A at commit. `get`/`has`/`size` see the batch's own
 /// writes. Nothing is visible in the store before [`commit`](S3Batch::commit).
@@ -103,8 +104,11 @@ pub struct S3Batch {
     id: String,
     state: Mutex<State>,
     uploads: Mutex<JoinSet<Result<()>>>,
+    /// Bytes in flight, in KiB.
     budget: Arc<Semaphore>,
     budget_kib: u32,
+    /// Uploads in flight ([`S3Options::concurrency`](super::S3Options::concurrency)).
+    slots: Arc<Semaphore>,
     done: AtomicBool,
 }
 
@@ -119,6 +123,7 @@ impl S3Batch {
         let budget_kib =
             (store.inner.options.in_flight_bytes / 1024).clamp(1, u32::MAX as usize >> 4) as u32;
         S3Batch {
+            slots: Arc::new(Semaphore::new(store.inner.options.concurrency)),
             store,
             id,
             state: Mutex::new(State::default()),
@@ -167,10 +172,15 @@ impl S3Batch {
         };
         let inner = &self.store.inner;
         let kib = ((data.len() / 1024) as u32 + 1).min(self.budget_kib);
-        let permit = inner
-            .rt
-            .block_on(self.budget.clone().acquire_many_owned(kib))
-            .expect("the semaphore is never closed");
+        let (bytes, slot) = inner.rt.block_on(async {
+            let bytes = self.budget.clone().acquire_many_owned(kib).await;
+            let slot = self.slots.clone().acquire_owned().await;
+            (bytes, slot)
+        });
+        let permit = (
+            bytes.expect("the semaphore is never closed"),
+            slot.expect("the semaphore is never closed"),
+        );
         let path = inner.names.staged(&self.id, obj);
         let st = inner.store.clone();
         let payload = PutPayload::from(data.to_vec());

@@ -35,6 +35,7 @@
 //! [`Store`]: crate::Store
 
 mod batch;
+mod copy;
 mod lease;
 mod names;
 mod recover;
@@ -60,6 +61,7 @@ use crate::shard::Shard;
 use crate::usage::{Accuracy, Stats};
 
 pub use batch::S3Batch;
+pub use copy::{copy_from_s3, copy_to_s3};
 pub use recover::RecoverySummary;
 
 /// Re-export of the `object_store` crate, whose types
@@ -140,8 +142,8 @@ impl S3Options {
         self
     }
 
-    /// Requests in flight at once when a batch publishes or is cleaned up
-    /// (default 16, at least 1).
+    /// Requests in flight at once when a batch uploads, publishes or is
+    /// cleaned up (default 16, at least 1).
     pub fn concurrency(mut self, n: usize) -> Self {
         self.concurrency = n;
         self

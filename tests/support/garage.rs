@@ -38,7 +38,10 @@ pub fn skip(test: &str, why: &str) {
     if std::env::var_os("FLATSTORE_REQUIRE_GARAGE").is_some_and(|v| v == "1") {
         panic!("{test}: {why} (FLATSTORE_REQUIRE_GARAGE=1 requires it)");
     }
-    eprintln!("SKIPPED {test}: {why}");
+    // Straight to stderr, past the test harness's capture, so that a plain
+    // `cargo test` shows it.
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "SKIPPED {test}: {why}");
 }
 
 struct Node {
