@@ -956,3 +956,172 @@ fn garage_copy_10000_blocks_to_s3_and_back() {
     };
     copy_round_trip(cluster.client(), "copy", 10_000);
 }
+
+/// W1–W5 (shared/bench/WORKLOADS.md) at reduced sizes, against Garage and
+/// against a local store in a temp directory, one run each, with the S3
+/// requests per block. Prints a Markdown table; run by hand:
+/// `FLATSTORE_GARAGE=… cargo test --release --all-features --test s3 bench_garage -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn bench_garage_w1_to_w5() {
+    use rand::seq::SliceRandom;
+    use std::time::Instant;
+    let _g = serial();
+    let Some(cluster) = Cluster::start("bench_garage") else {
+        return;
+    };
+    let w1: Vec<(Key, Vec<u8>)> = (0..256)
+        .map(|i| {
+            let d = block(1_000_000 + i, 256 << 10);
+            (key_of(&d), d)
+        })
+        .collect();
+    let w2: Vec<(Key, Vec<u8>)> = (0..5_000)
+        .map(|i| {
+            let d = block(2_000_000 + i, 1024);
+            (key_of(&d), d)
+        })
+        .collect();
+    let absent: Vec<Key> = (0..5_000)
+        .map(|i| key_of(&block(3_000_000 + i, 8)))
+        .collect();
+    let mut rows = Vec::new();
+    let per = |c: &BTreeMap<&'static str, u64>, n: usize| {
+        let total: u64 = c
+            .iter()
+            .filter(|(k, _)| **k != "deleted objects")
+            .map(|(_, v)| v)
+            .sum();
+        format!("{:.2}", total as f64 / n as f64)
+    };
+    let tmp = common::tempdir();
+    for (name, blocks) in [
+        ("W1 import-large (256 × 256 KiB)", &w1),
+        ("W2 import-small (5,000 × 1 KiB)", &w2),
+    ] {
+        let counting = Counting::new(cluster.client());
+        let prefix = if blocks.len() == 256 { "w1" } else { "w2" };
+        let t = Instant::now();
+        let s3 = S3Store::open_with(counting.clone(), prefix, S3Options::new()).unwrap();
+        let b = s3.batch().unwrap();
+        for (k, d) in blocks.iter() {
+            b.put(k, d).unwrap();
+        }
+        b.commit().unwrap();
+        s3.close().unwrap();
+        let s3_time = t.elapsed();
+        let reqs = counting.take();
+        let t = Instant::now();
+        let local = Store::open(tmp.path().join(prefix), Options::default()).unwrap();
+        let b = local.batch().unwrap();
+        for (k, d) in blocks.iter() {
+            b.put(k, d).unwrap();
+        }
+        b.commit().unwrap();
+        local.close().unwrap();
+        rows.push((
+            name.to_string(),
+            s3_time,
+            t.elapsed(),
+            per(&reqs, blocks.len()),
+        ));
+    }
+    for (name, blocks, prefix) in [
+        ("W3 get, W1 blocks (2 threads)", &w1, "w1"),
+        ("W3 get, W2 blocks (2 threads)", &w2, "w2"),
+    ] {
+        let counting = Counting::new(cluster.client());
+        let s3 = S3Store::open_with(counting.clone(), prefix, S3Options::new()).unwrap();
+        let local = Store::open(tmp.path().join(prefix), Options::default()).unwrap();
+        let mut order: Vec<usize> = (0..blocks.len()).collect();
+        order.shuffle(&mut rand::rng());
+        let run = |get: &(dyn Fn(&Key) -> usize + Sync)| {
+            let t = Instant::now();
+            std::thread::scope(|s| {
+                for half in order.chunks(order.len().div_ceil(2)) {
+                    s.spawn(move || {
+                        for &i in half {
+                            assert_eq!(get(&blocks[i].0), blocks[i].1.len());
+                        }
+                    });
+                }
+            });
+            t.elapsed()
+        };
+        counting.take();
+        let s3_time = run(&|k| s3.get(k).unwrap().unwrap().len());
+        let reqs = counting.take();
+        let local_time = run(&|k| local.get(k).unwrap().unwrap().len());
+        rows.push((
+            name.to_string(),
+            s3_time,
+            local_time,
+            per(&reqs, blocks.len()),
+        ));
+        s3.close().unwrap();
+        local.close().unwrap();
+    }
+    let counting = Counting::new(cluster.client());
+    let s3 = S3Store::open_with(counting.clone(), "w2", S3Options::new()).unwrap();
+    let local = Store::open(tmp.path().join("w2"), Options::default()).unwrap();
+    counting.take();
+    let t = Instant::now();
+    for (k, _) in &w2 {
+        assert!(s3.has(k).unwrap());
+    }
+    for k in &absent {
+        assert!(!s3.has(k).unwrap());
+    }
+    let s3_time = t.elapsed();
+    let reqs = counting.take();
+    let t = Instant::now();
+    for (k, _) in &w2 {
+        assert!(local.has(k).unwrap());
+    }
+    for k in &absent {
+        assert!(!local.has(k).unwrap());
+    }
+    rows.push((
+        "W4 has (5,000 present + 5,000 absent)".into(),
+        s3_time,
+        t.elapsed(),
+        per(&reqs, 10_000),
+    ));
+    for sizes in [false, true] {
+        counting.take();
+        let t = Instant::now();
+        let n = if sizes {
+            s3.entries().count()
+        } else {
+            s3.keys().count()
+        };
+        let s3_time = t.elapsed();
+        let reqs = counting.take();
+        assert_eq!(n, 5_000);
+        let t = Instant::now();
+        let m = if sizes {
+            local.entries().count()
+        } else {
+            local.keys().count()
+        };
+        assert_eq!(m, 5_000);
+        let name = if sizes {
+            "W5 list W2, keys + sizes"
+        } else {
+            "W5 list W2, keys"
+        };
+        rows.push((name.into(), s3_time, t.elapsed(), per(&reqs, 5_000)));
+    }
+    s3.close().unwrap();
+    local.close().unwrap();
+    println!("| workload | Garage (3 nodes, RF 3) | local store | ratio | S3 requests per block |");
+    println!("|---|---|---|---|---|");
+    for (name, s3_t, local_t, reqs) in rows {
+        println!(
+            "| {name} | {:.3} s | {:.3} s | {:.0}× | {reqs} |",
+            s3_t.as_secs_f64(),
+            local_t.as_secs_f64(),
+            s3_t.as_secs_f64() / local_t.as_secs_f64()
+        );
+    }
+}
