@@ -246,6 +246,33 @@ pub enum Error {
     #[error("reading the block's data: {0}")]
     Input(#[source] io::Error),
 
+    /// A request to the object store (feature `s3`) failed for good, after
+    /// the retries with backoff that throttling, 5xx answers and dropped
+    /// connections get. `key` is the object key the request was for.
+    #[cfg(feature = "s3")]
+    #[error("{op} {key}: {source}")]
+    ObjectStore {
+        /// What was being done ("put", "get", "head", "copy", "delete", "list").
+        op: &'static str,
+        /// The object key (inside the bucket, prefix included).
+        key: String,
+        /// The object store client's error.
+        #[source]
+        source: Box<object_store::Error>,
+    },
+
+    /// This writer's lease on an S3 store (feature `s3`) expired or was
+    /// removed by another writer that took it for dead (the process was
+    /// paused, or could not reach the service, for longer than the lease's
+    /// time to live). A batch refuses to commit: the other writer may
+    /// already have removed its staged blocks. Open the store again.
+    #[cfg(feature = "s3")]
+    #[error("lease {lease} lost: open the store again")]
+    LeaseLost {
+        /// The lease object's key.
+        lease: String,
+    },
+
     /// A filesystem operation failed.
     #[error("{op} {path}: {source}")]
     Io {

@@ -53,6 +53,8 @@
 //! - `tokio` (implies `blockstore`): inside a Tokio runtime, that trait runs
 //!   its blocking filesystem calls on Tokio's blocking pool.
 //! - `cli`: the `flatstore` command-line tool.
+//! - `s3`: [`s3::S3Store`], the same store on S3-compatible object storage
+//!   (through the `object_store` crate, with an internal Tokio runtime).
 //! - `fault-injection`: a test-only seam that makes chosen filesystem calls fail.
 #![warn(missing_docs, unreachable_pub, rustdoc::broken_intra_doc_links)]
 
@@ -81,6 +83,8 @@ mod pool;
 mod publish;
 mod recovery;
 mod reshard;
+#[cfg(feature = "s3")]
+pub mod s3;
 mod shard;
 mod store;
 pub mod unixfs;
