@@ -60,7 +60,7 @@ enum Op {
 struct State {
     ops: BTreeMap<Key, Op>,
     next: u64,
-    failed: Option<String>,
+    failed: Option<std::sync::Arc<Error>>,
 }
 
 /// A batch of puts and deletes on an [`S3Store`], all or nothing.
@@ -145,7 +145,9 @@ impl S3Batch {
 
     fn check_failed(&self) -> Result<()> {
         match &self.state().failed {
-            Some(why) => Err(Error::BatchFailed(why.clone())),
+            Some(why) => Err(Error::BatchFailed {
+                source: why.clone(),
+            }),
             None => Ok(()),
         }
     }
@@ -196,7 +198,7 @@ impl S3Batch {
         // Note failures early, so later calls refuse at once.
         while let Some(done) = uploads.try_join_next() {
             if let Err(e) = flatten(done) {
-                self.state().failed.get_or_insert(e.to_string());
+                self.state().failed.get_or_insert(std::sync::Arc::new(e));
             }
         }
         Ok(())
@@ -296,8 +298,9 @@ impl S3Batch {
             first
         });
         if let Some(e) = first {
-            self.state().failed.get_or_insert(e.to_string());
-            return Err(e);
+            let e = std::sync::Arc::new(e);
+            self.state().failed.get_or_insert(e.clone());
+            return Err(Error::BatchFailed { source: e });
         }
         self.check_failed()
     }
@@ -417,7 +420,13 @@ impl Drop for S3Batch {
 fn flatten(done: std::result::Result<Result<()>, tokio::task::JoinError>) -> Result<()> {
     match done {
         Ok(r) => r,
-        Err(e) => Err(Error::BatchFailed(format!("an upload task failed: {e}"))),
+        Err(e) => Err(Error::BatchFailed {
+            source: std::sync::Arc::new(Error::io(
+                "upload",
+                ".temp",
+                std::io::Error::other(format!("an upload task failed: {e}")),
+            )),
+        }),
     }
 }
 
