@@ -132,10 +132,8 @@ fn command(task: &str, root: &Path, n: u64, durability: &str) -> Result<Command>
 
 /// Whether a staging directory under `root` holds a commit record.
 fn record_present(root: &Path) -> bool {
-    std::fs::read_dir(root.join(".temp")).is_ok_and(|rd| {
-        rd.flatten()
-            .any(|e| e.path().join("COMMIT").exists())
-    })
+    std::fs::read_dir(root.join(".temp"))
+        .is_ok_and(|rd| rd.flatten().any(|e| e.path().join("COMMIT").exists()))
 }
 
 /// Staged entries left under `root/.temp` (blocks still to publish).
@@ -259,7 +257,10 @@ pub fn run(args: &[String]) -> Result<()> {
     if kill_after.is_none() {
         let _ = std::fs::remove_dir_all(&run_dir);
     } else {
-        eprintln!("store left in {} (remove it, or remake the filesystem)", run_dir.display());
+        eprintln!(
+            "store left in {} (remove it, or remake the filesystem)",
+            run_dir.display()
+        );
     }
     let _ = until_kill;
 
