@@ -733,11 +733,20 @@ impl Inner {
         let store = &self.store;
         self.rt.block_on(async {
             let _ = w.refresh.await;
-            match store.delete(&w.lease.path).await {
-                Ok(()) => Ok(()),
-                Err(e) if is_not_found(&e) => Ok(()),
-                Err(e) => Err(os_err("delete lease", &w.lease.path)(e)),
+            // Checked with a HEAD and repeated while the lease is still
+            // listed: against Garage, a lease was seen listed after a
+            // DELETE of it had returned.
+            for _ in 0..3 {
+                match store.delete(&w.lease.path).await {
+                    Ok(()) => {}
+                    Err(e) if is_not_found(&e) => {}
+                    Err(e) => return Err(os_err("delete lease", &w.lease.path)(e)),
+                }
+                if head(store.as_ref(), &w.lease.path).await?.is_none() {
+                    return Ok(());
+                }
             }
+            Ok(())
         })
     }
 }
