@@ -535,7 +535,41 @@ fn recovery_rules(client: Arc<dyn ObjectStore>, prefix: &str) {
     ));
 }
 
+/// A handle whose lease was taken (its object removed, as another writer's
+/// recovery does for a writer it takes for dead) commits nothing.
+fn lease_lost(client: Arc<dyn ObjectStore>, prefix: &str) {
+    let store = S3Store::open_with(client.clone(), prefix, S3Options::new()).unwrap();
+    let blocks = batch_blocks(30, 5);
+    let batch = store.batch().unwrap();
+    for (k, d) in &blocks {
+        batch.put(k, d).unwrap();
+    }
+    let lease = objects(client.as_ref(), prefix)
+        .into_iter()
+        .find(|o| o.starts_with(".temp/lease-"))
+        .unwrap();
+    rt().block_on(client.delete(&ObjPath::from(format!("{prefix}/{lease}"))))
+        .unwrap();
+    assert!(matches!(batch.commit(), Err(Error::LeaseLost { .. })));
+    for (k, _) in &blocks {
+        assert!(!store.has(k).unwrap());
+    }
+    assert!(temp_batches(client.as_ref(), prefix).is_empty());
+    // Lost for good: no new batch either.
+    assert!(matches!(store.batch(), Err(Error::LeaseLost { .. })));
+    // A new open works.
+    let again = S3Store::open_with(client.clone(), prefix, S3Options::new()).unwrap();
+    let batch = again.batch().unwrap();
+    batch.put(&blocks[0].0, &blocks[0].1).unwrap();
+    assert_eq!(batch.commit().unwrap().written, 1);
+}
+
 // --- in memory (always runs: conditional creates are honoured there) -------------
+
+#[test]
+fn in_memory_lease_lost() {
+    lease_lost(Arc::new(InMemory::new()), "l");
+}
 
 #[test]
 fn in_memory_single_operations_with_conditional_create() {
@@ -622,6 +656,15 @@ fn garage_batches() {
 }
 
 #[test]
+fn garage_lease_lost() {
+    let _g = serial();
+    let Some(cluster) = Cluster::start("garage_lease_lost") else {
+        return;
+    };
+    lease_lost(cluster.client(), "lease");
+}
+
+#[test]
 fn garage_recovery_rules() {
     let _g = serial();
     let Some(cluster) = Cluster::start("garage_recovery_rules") else {
@@ -695,6 +738,11 @@ fn garage_batches_all_or_nothing_when_the_writer_is_killed() {
             .filter_map(|l| l.strip_prefix("committing ")?.parse().ok())
             .collect();
         let store = cluster.open(&prefix, S3Options::new()).unwrap();
+        // This handle's own lease (the child's was just removed).
+        let own_lease: Vec<String> = objects(cluster.client().as_ref(), &prefix)
+            .into_iter()
+            .filter(|o| o.starts_with(".temp/lease-"))
+            .collect();
         let r = store.recovered();
         recovered.rolled_forward += r.rolled_forward;
         recovered.removed += r.removed;
@@ -749,9 +797,11 @@ fn garage_batches_all_or_nothing_when_the_writer_is_killed() {
         assert!(temp_batches(cluster.client().as_ref(), &prefix).is_empty());
         store.close().unwrap();
         let left = objects(cluster.client().as_ref(), &prefix);
+        let left_temp: Vec<&String> = left.iter().filter(|o| o.starts_with(".temp/")).collect();
         assert!(
-            !left.iter().any(|o| o.starts_with(".temp/")),
-            "round {round}: {left:?}"
+            left_temp.is_empty(),
+            "round {round}: left in .temp/ after close: {left_temp:?} (this handle's lease \
+             was {own_lease:?})"
         );
     }
     eprintln!(

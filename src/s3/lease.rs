@@ -108,7 +108,15 @@ impl Lease {
 
     /// Rewrites the lease, unless it is gone (then it is marked lost and
     /// stays so).
+    ///
+    /// A lease whose last successful refresh is a whole time to live old is
+    /// lost too, even if its object is still there: another writer may
+    /// already have taken this one for dead and be removing its batches, so
+    /// rewriting the lease would hide that.
     pub(crate) async fn refresh(&self, store: &dyn ObjectStore) -> Result<()> {
+        if self.age() >= self.ttl {
+            self.lost.store(true, Ordering::SeqCst);
+        }
         if self.lost.load(Ordering::SeqCst) {
             return Err(self.lost_error());
         }
@@ -129,22 +137,13 @@ impl Lease {
         Ok(())
     }
 
-    /// Refreshes the lease now if its last refresh is older than a third of
-    /// its time to live, and fails with [`Error::LeaseLost`] if it is gone or
-    /// could not be refreshed within its time to live (minus [`SLACK`]): the
-    /// check a batch makes just before its commit point.
+    /// The check a batch makes just before its commit point: refreshes the
+    /// lease now (a HEAD and a PUT) and fails with [`Error::LeaseLost`] if
+    /// its object is gone, or if its last successful refresh was a whole
+    /// time to live ago (see [`refresh`](Lease::refresh)). Any other failure
+    /// to refresh is returned as it is.
     pub(crate) async fn ensure_fresh(&self, store: &dyn ObjectStore) -> Result<()> {
-        if self.age() >= self.ttl / 3 {
-            if let Err(e) = self.refresh(store).await {
-                if matches!(e, Error::LeaseLost { .. }) || self.age() + SLACK >= self.ttl {
-                    return Err(self.lost_error());
-                }
-            }
-        }
-        if self.lost.load(Ordering::SeqCst) || self.age() + SLACK >= self.ttl {
-            return Err(self.lost_error());
-        }
-        Ok(())
+        self.refresh(store).await
     }
 
     fn age(&self) -> Duration {
@@ -169,13 +168,24 @@ impl Lease {
     }
 }
 
-/// Refreshes `lease` every third of its time to live until the task is
-/// aborted or the lease is lost. A failed refresh is retried at the next tick
-/// (the client has already retried with backoff).
-pub(crate) async fn refresh_loop(store: Arc<dyn ObjectStore>, lease: Arc<Lease>) {
+/// Refreshes `lease` every third of its time to live until `stop` is
+/// notified or the lease is lost. A failed refresh is retried at the next
+/// tick (the client has already retried with backoff). A stop never cuts a
+/// refresh short: the handle that closes waits for this task to end, so no
+/// refresh still in flight can write the lease again after its removal.
+pub(crate) async fn refresh_loop(
+    store: Arc<dyn ObjectStore>,
+    lease: Arc<Lease>,
+    stop: Arc<tokio::sync::Notify>,
+) {
+    use futures_util::future::{select, Either};
     let period = (lease.ttl() / 3).max(Duration::from_millis(100));
     loop {
-        tokio::time::sleep(period).await;
+        let tick = Box::pin(tokio::time::sleep(period));
+        let stopped = Box::pin(stop.notified());
+        if let Either::Right(_) = select(tick, stopped).await {
+            return;
+        }
         if lease.refresh(store.as_ref()).await.is_err() && lease.is_lost() {
             return;
         }

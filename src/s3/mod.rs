@@ -231,14 +231,18 @@ pub struct Capabilities {
 /// **What a paused writer risks.** A writer stopped (SIGSTOP, a long GC or
 /// swap pause, a network partition) for longer than its time to live is
 /// taken for dead: another open may remove its uncommitted batch's staged
-/// objects, or finish its committed batch. Its lease is then gone, and a
-/// commit checks the lease just before its commit point and fails with
-/// [`Error::LeaseLost`], so a batch whose staging was removed is never
-/// committed. What remains is the window between that check and the commit
-/// record's write: a pause of a whole time to live inside it can commit a
-/// batch whose staged objects are being removed, and the publish then fails
-/// with a "not found" on a staged object, leaving that batch partly
-/// published. Choose a time to live far longer than any pause you expect.
+/// objects, or finish its committed batch (which is harmless: publishing is
+/// idempotent). The paused handle finds out: a handle that could not
+/// refresh its lease within its time to live, or finds its lease object
+/// gone, counts its lease lost for good, and every later `batch` and
+/// `commit` fails with [`Error::LeaseLost`]. A commit refreshes the lease
+/// just before its commit point, so a batch whose staging may have been
+/// removed is never committed. What remains is the window between that
+/// refresh and the commit record's write: a pause of a whole time to live
+/// inside it can commit a batch whose staged objects are being removed; the
+/// publish then fails with a "not found" on a staged object, leaving that
+/// batch partly published. Choose a time to live far longer than any pause
+/// you expect.
 ///
 /// # First writer wins
 /// Depends on the service: see [`Capabilities::conditional_create`].
@@ -262,7 +266,9 @@ pub struct S3Store {
 struct Writer {
     token: String,
     lease: Arc<Lease>,
-    refresh: tokio::task::AbortHandle,
+    /// Stops the refresh task, which `refresh` then waits for.
+    stop: Arc<tokio::sync::Notify>,
+    refresh: tokio::task::JoinHandle<()>,
 }
 
 struct Inner {
@@ -369,13 +375,17 @@ impl S3Store {
             options.clone(),
         ))?;
         let writer = opened.lease.map(|(token, lease)| {
-            let task = rt
-                .handle()
-                .spawn(lease::refresh_loop(store.clone(), lease.clone()));
+            let stop = Arc::new(tokio::sync::Notify::new());
+            let refresh = rt.handle().spawn(lease::refresh_loop(
+                store.clone(),
+                lease.clone(),
+                stop.clone(),
+            ));
             Writer {
                 token,
                 lease,
-                refresh: task.abort_handle(),
+                stop,
+                refresh,
             }
         });
         Ok(S3Store {
@@ -600,22 +610,21 @@ impl S3Store {
     /// Live writers' work is left alone.
     ///
     /// # Errors
-    /// [`Error::ReadOnly`], [`Error::CorruptCommitRecord`] (that batch is
-    /// left as it is), [`Error::ObjectStore`].
+    /// [`Error::ReadOnly`], [`Error::LeaseLost`], [`Error::CorruptCommitRecord`]
+    /// (that batch is left as it is), [`Error::ObjectStore`].
     pub fn recover(&self) -> Result<RecoverySummary> {
         let writer = self.writable()?;
         let inner = &self.inner;
         let active: Vec<String> = self.active().iter().cloned().collect();
         inner.rt.block_on(async {
-            let (_, now) = {
-                writer.lease.refresh(inner.store.as_ref()).await?;
-                let meta = inner
-                    .store
-                    .head(&writer.lease.path)
-                    .await
-                    .map_err(os_err("head lease", &writer.lease.path))?;
-                ((), SystemTime::from(meta.last_modified))
-            };
+            // The service's time, from this handle's freshly written lease.
+            writer.lease.refresh(inner.store.as_ref()).await?;
+            let meta = inner
+                .store
+                .head(&writer.lease.path)
+                .await
+                .map_err(os_err("head lease", &writer.lease.path))?;
+            let now = SystemTime::from(meta.last_modified);
             recover::recover(
                 inner.store.as_ref(),
                 &inner.names,
@@ -718,14 +727,26 @@ impl Inner {
         let Some(w) = self.writer.take() else {
             return Ok(());
         };
-        w.refresh.abort();
+        // Let a refresh in flight finish first, so it cannot write the
+        // lease again after its removal.
+        w.stop.notify_one();
         let store = &self.store;
         self.rt.block_on(async {
-            match store.delete(&w.lease.path).await {
-                Ok(()) => Ok(()),
-                Err(e) if is_not_found(&e) => Ok(()),
-                Err(e) => Err(os_err("delete lease", &w.lease.path)(e)),
+            let _ = w.refresh.await;
+            // Checked with a HEAD and repeated while the lease is still
+            // listed: against Garage, a lease was seen listed after a
+            // DELETE of it had returned.
+            for _ in 0..3 {
+                match store.delete(&w.lease.path).await {
+                    Ok(()) => {}
+                    Err(e) if is_not_found(&e) => {}
+                    Err(e) => return Err(os_err("delete lease", &w.lease.path)(e)),
+                }
+                if head(store.as_ref(), &w.lease.path).await?.is_none() {
+                    return Ok(());
+                }
             }
+            Ok(())
         })
     }
 }
