@@ -760,12 +760,14 @@ fn error_messages_name_the_real_problem_once() {
     let err = stderr_of(&out);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(err.matches("is not a regular file").count(), 1, "{err}");
-    // A path under a regular file: the OS error once.
-    let under_file = broken.join("_README").join("sub");
-    let out = run(&under_file, &["ls"]);
-    let err = stderr_of(&out);
-    assert_eq!(out.status.code(), Some(1));
-    assert_eq!(err.matches("os error").count(), 1, "{err}");
+    // A path under a regular file: the OS error once (Unix: ENOTDIR).
+    if cfg!(unix) {
+        let under_file = broken.join("_README").join("sub");
+        let out = run(&under_file, &["ls"]);
+        let err = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(err.matches("os error").count(), 1, "{err}");
+    }
     // Bare `flatstore` prints the usage, on several lines.
     let out = Command::new(env!("CARGO_BIN_EXE_flatstore"))
         .output()
